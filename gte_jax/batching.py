@@ -1,0 +1,93 @@
+"""Batch planning: sort by token length, pad to fixed buckets, size batches by a token budget.
+
+Every batch has a shape drawn from a small fixed set (length bucket x row
+bucket), so the number of compiled programs is bounded however many texts
+come through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+LENGTH_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Texts ``indices`` (into the caller's list) padded to ``[rows, length]``."""
+
+    indices: np.ndarray
+    rows: int
+    length: int
+
+
+def length_buckets(max_length: int) -> tuple[int, ...]:
+    """The padded lengths used for a model truncating at ``max_length``."""
+    return tuple(b for b in LENGTH_BUCKETS if b < max_length) + (max_length,)
+
+
+def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket that holds ``length`` tokens."""
+    i = int(np.searchsorted(buckets, length))
+    return buckets[min(i, len(buckets) - 1)]
+
+
+def rows_cap(length: int, *, batch_size: int, max_batch_tokens: int, multiple_of: int) -> int:
+    """Most rows a batch of ``length`` tokens may have: the smaller of ``batch_size`` and the token budget."""
+    rows = min(batch_size, max(1, max_batch_tokens // length))
+    return max(multiple_of, rows - rows % multiple_of)
+
+
+def row_bucket(n: int, cap: int, multiple_of: int) -> int:
+    """Rows to pad ``n`` texts to: the next power of two (a multiple of ``multiple_of``), at most ``cap``."""
+    rows = multiple_of
+    while rows < n:
+        rows *= 2
+    return min(rows, cap)
+
+
+def plan_batches(
+    lengths: np.ndarray,
+    *,
+    buckets: tuple[int, ...],
+    batch_size: int,
+    max_batch_tokens: int,
+    multiple_of: int = 1,
+) -> list[Batch]:
+    """Groups texts of the given token ``lengths`` into padded batches, longest first.
+
+    Args:
+        lengths: tokens per text (special tokens included).
+        buckets: padded lengths, ascending; the last is the truncation length.
+        batch_size: most rows in a batch.
+        max_batch_tokens: most ``rows * length`` in a batch; long texts get fewer rows.
+        multiple_of: rows are a multiple of this (the number of data-parallel devices).
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")  # longest first: the biggest programs compile first
+    padded = np.array([bucket_for(int(n), buckets) for n in lengths[order]], dtype=np.int64)
+    batches = []
+    start = 0
+    while start < len(order):
+        length = int(padded[start])
+        cap = rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
+        stop = start + 1
+        while stop < len(order) and stop - start < cap and padded[stop] == length:
+            stop += 1
+        n = stop - start
+        batches.append(Batch(order[start:stop], row_bucket(n, cap, multiple_of), length))
+        start = stop
+    return batches
+
+
+def pad_batch(token_ids: list[np.ndarray], batch: Batch, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)``, each ``[rows, length]`` int32, for a planned batch."""
+    ids = np.full((batch.rows, batch.length), pad_id, dtype=np.int32)
+    mask = np.zeros((batch.rows, batch.length), dtype=np.int32)
+    for row, i in enumerate(batch.indices):
+        t = token_ids[i]
+        ids[row, : len(t)] = t
+        mask[row, : len(t)] = 1
+    return ids, mask

@@ -1,0 +1,232 @@
+"""GTEEncoder: texts in, L2-normalised float32 embeddings out."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from gte_jax import batching, sharding
+from gte_jax.config import GTEConfig
+from gte_jax.hub import DEFAULT_MODEL, resolve_model_dir
+from gte_jax.modeling import BertModel
+from gte_jax.params import find_weights, load_model
+from gte_jax.pooling import l2_normalize, pool
+from gte_jax.sentence_config import max_seq_length, pooling_mode
+from gte_jax.tokenization import Tokenizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _embed(graphdef, state, input_ids, attention_mask, *, pooling: str, normalize: bool):
+    model = nnx.merge(graphdef, state)
+    hidden = model(input_ids, attention_mask)  # [B, T, D]
+    vectors = pool(hidden, attention_mask, pooling)  # [B, D] float32
+    return l2_normalize(vectors) if normalize else vectors
+
+
+def _check_texts(texts) -> tuple[list[str], bool]:
+    """The texts as a list, and whether a single string was given."""
+    if isinstance(texts, str):
+        return [texts], True
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}.")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str; pass only strings (convert or drop it).")
+    return texts, False
+
+
+class GTEEncoder:
+    """A GTE (BERT) embedding model: tokeniser, Flax NNX module, pooling, all jitted.
+
+    Build one with :meth:`from_pretrained`. Attributes: ``model`` (the
+    :class:`~gte_jax.modeling.BertModel`), ``tokenizer``, ``config``, ``dim``,
+    ``mesh``, ``pooling``, ``max_length``, ``dtype``.
+    """
+
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: Tokenizer,
+        *,
+        pooling: str = "mean",
+        mesh: Mesh | None = None,
+        batch_size: int = 64,
+        max_batch_tokens: int = 16384,
+        name: str = "",
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config: GTEConfig = model.config
+        self.dim = self.config.hidden_size
+        self.pooling = pooling
+        self.mesh = mesh if mesh is not None else sharding.default_mesh()
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.name = name
+        self.dtype = model.embeddings.word_embeddings.embedding.get_value().dtype
+        self._graphdef, self._state = nnx.split(model)
+        self._forward = jax.jit(
+            functools.partial(_embed, self._graphdef),
+            static_argnames=("pooling", "normalize"),
+            out_shardings=sharding.batch_sharding(self.mesh),
+        )
+
+    @property
+    def max_length(self) -> int:
+        """Texts are truncated to this many tokens, [CLS] and [SEP] included."""
+        return self.tokenizer.max_length
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = DEFAULT_MODEL,
+        *,
+        dtype: str = "float32",
+        max_length: int | None = None,
+        mesh: Mesh | None = None,
+        batch_size: int = 64,
+        max_batch_tokens: int = 16384,
+        attention_impl: str = "einsum",
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> GTEEncoder:
+        """Loads a BERT embedding model from a local directory or the Hugging Face Hub.
+
+        Args:
+            name_or_path: a Hub id (``thenlper/gte-small``) or a directory in Hugging
+                Face layout or written by ``gte-jax convert``.
+            dtype: ``"float32"`` (matches PyTorch) or ``"bfloat16"`` (matmuls in bf16).
+            max_length: truncation length in tokens; defaults to the checkpoint's
+                ``sentence_bert_config.json`` ``max_seq_length``, else its position limit (512).
+            mesh: devices to run on; a 1-D ``data`` mesh over all devices by default.
+            batch_size: most texts per device step.
+            max_batch_tokens: most padded tokens per device step.
+            attention_impl: attention kernel, see :mod:`gte_jax.attention`.
+            revision, cache_dir: passed to huggingface_hub for Hub ids.
+
+        Raises:
+            ModelNotFoundError: no such directory and the Hub cannot provide it.
+            CheckpointError: the weights do not fit the config.
+            ValueError: a bad ``dtype`` or ``max_length``.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}.")
+        model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
+        config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
+        limit = config.max_position_embeddings
+        if max_length is None:
+            max_length = min(max_seq_length(model_dir) or limit, limit)
+        if not 2 <= max_length <= limit:
+            raise ValueError(f"max_length {max_length} is out of range; {name_or_path} accepts 2 to {limit} tokens.")
+        mesh = mesh if mesh is not None else sharding.default_mesh()
+        model = load_model(
+            find_weights(model_dir),
+            config,
+            dtype=DTYPES[dtype],
+            attention_impl=attention_impl,
+            sharding=sharding.replicated(mesh),
+        )
+        return cls(
+            model,
+            Tokenizer.from_dir(model_dir, max_length),
+            pooling=pooling_mode(model_dir),
+            mesh=mesh,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            name=str(name_or_path),
+        )
+
+    _shared: dict = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, name_or_path: str = DEFAULT_MODEL, **kwargs) -> GTEEncoder:
+        """Like :meth:`from_pretrained`, but one encoder per process for the same arguments.
+
+        Integrations use this, so that many embedding objects for one model
+        share its weights and compiled programs.
+        """
+        key = (str(name_or_path), tuple(sorted(kwargs.items())))
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = cls.from_pretrained(name_or_path, **kwargs)
+            return cls._shared[key]
+
+    def tokenize(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids per text, truncated to :attr:`max_length`."""
+        return self.tokenizer(texts)
+
+    def encode(
+        self,
+        texts: str | list[str],
+        *,
+        batch_size: int | None = None,
+        normalize: bool = True,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embeds texts.
+
+        Args:
+            texts: a string, or a list of strings.
+            batch_size: most texts per device step (default: the encoder's).
+            normalize: L2-normalise each embedding (GTE's cosine space).
+            show_progress: a tqdm bar over texts.
+
+        Returns:
+            float32 ``[len(texts), dim]``, in input order; ``[dim]`` for a single string.
+            Texts longer than :attr:`max_length` tokens are truncated.
+
+        Raises:
+            TypeError: an item is not a string (the message names its index).
+        """
+        texts, single = _check_texts(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if texts:
+            token_ids = self.tokenize(texts)
+            self._run(token_ids, out, batch_size or self.batch_size, normalize, show_progress)
+        return out[0] if single else out
+
+    def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
+        """The padded batches :meth:`encode` runs for these token ids."""
+        return batching.plan_batches(
+            np.array([len(t) for t in token_ids]),
+            buckets=batching.length_buckets(self.max_length),
+            batch_size=batch_size or self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            multiple_of=sharding.data_parallelism(self.mesh),
+        )
+
+    def _run(self, token_ids, out, batch_size, normalize, show_progress):
+        batches = self.plan(token_ids, batch_size)
+        in_sharding = sharding.batch_sharding(self.mesh)
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(token_ids), unit="text", desc="embedding")
+        pending = []
+        # Dispatch is asynchronous: padding batch k+1 on the host overlaps the device's work on batch k.
+        for batch in batches:
+            ids, mask = batching.pad_batch(token_ids, batch, self.tokenizer.pad_token_id)
+            ids, mask = jax.device_put((ids, mask), in_sharding)
+            pending.append((batch, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)))
+            if len(pending) > 2:  # bound device memory held by finished results
+                done, vectors = pending.pop(0)
+                out[done.indices] = np.asarray(vectors)[: len(done.indices)]
+                if bar is not None:
+                    bar.update(len(done.indices))
+        for done, vectors in pending:
+            out[done.indices] = np.asarray(vectors)[: len(done.indices)]
+            if bar is not None:
+                bar.update(len(done.indices))
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,144 @@
+"""The BERT encoder behind the GTE models, as a Flax NNX module.
+
+Module and parameter names mirror the Hugging Face checkpoint (``query``,
+``key``, ``value``, ``LayerNorm`` ...), so that ``params.py`` maps one onto the
+other with a plain table. Shapes in comments use B=batch, T=tokens,
+D=hidden, N=heads, H=head_dim, F=intermediate.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gte_jax.attention import attention
+from gte_jax.config import GTEConfig
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _precision(dtype) -> jax.lax.Precision | None:
+    # float32 must mean float32: TPUs otherwise run f32 matmuls in bf16 passes.
+    return _HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
+
+
+class Einsum(nnx.Module):
+    """A dense layer over named axes: ``y = einsum(eqn, x, kernel) + bias``."""
+
+    def __init__(self, eqn: str, kernel_shape, bias_shape, *, dtype, rngs: nnx.Rngs):
+        self.eqn = eqn
+        self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), kernel_shape, dtype))
+        self.bias = nnx.Param(jnp.zeros(bias_shape, dtype))
+        self.precision = _precision(dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.einsum(self.eqn, x, self.kernel[...], precision=self.precision) + self.bias[...]
+
+
+class LayerNorm(nnx.LayerNorm):
+    """BERT's LayerNorm: statistics in float32 (two-pass variance), output in ``dtype``."""
+
+    def __init__(self, dim: int, eps: float, *, dtype, rngs: nnx.Rngs):
+        super().__init__(dim, epsilon=eps, dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
+        self.out_dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x.astype(jnp.float32)).astype(self.out_dtype)
+
+
+class Embeddings(nnx.Module):
+    """Word + position + token-type embeddings, then LayerNorm."""
+
+    def __init__(self, cfg: GTEConfig, *, dtype, rngs: nnx.Rngs):
+        D = cfg.hidden_size
+        init = nnx.initializers.normal(0.02)
+        self.word_embeddings = nnx.Embed(cfg.vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs)
+        self.position_embeddings = nnx.Embed(
+            cfg.max_position_embeddings, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+        )
+        self.token_type_embeddings = nnx.Embed(
+            cfg.type_vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+        )
+        self.LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+        positions = jnp.arange(input_ids.shape[1])[None, :]  # [1, T]
+        x = (  # [B, T, D]
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_type_ids)
+        )
+        return self.LayerNorm(x)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with the output projection (HF ``attention.self`` + ``attention.output.dense``)."""
+
+    def __init__(self, cfg: GTEConfig, *, dtype, attention_impl: str, rngs: nnx.Rngs):
+        D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+        self.query = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
+        self.key = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
+        self.value = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
+        self.output = Einsum("BTNH,NHD->BTD", (N, H, D), (D,), dtype=dtype, rngs=rngs)
+        self.attention_impl = attention_impl
+        self.precision = _precision(dtype)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        q, k, v = self.query(x), self.key(x), self.value(x)  # [B, T, N, H] each
+        ctx = attention(q, k, v, mask, impl=self.attention_impl, precision=self.precision)  # [B, T, N, H]
+        return self.output(ctx)  # [B, T, D]
+
+
+class Layer(nnx.Module):
+    """One post-LN transformer block, as in BERT."""
+
+    def __init__(self, cfg: GTEConfig, *, dtype, attention_impl: str, rngs: nnx.Rngs):
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        self.attention = SelfAttention(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
+        self.attention_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.intermediate = Einsum("BTD,DF->BTF", (D, F), (F,), dtype=dtype, rngs=rngs)
+        self.output = Einsum("BTF,FD->BTD", (F, D), (D,), dtype=dtype, rngs=rngs)
+        self.output_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        x = self.attention_LayerNorm(x + self.attention(x, mask))  # [B, T, D]
+        h = jax.nn.gelu(self.intermediate(x), approximate=False)  # [B, T, F], exact erf GELU
+        return self.output_LayerNorm(x + self.output(h))  # [B, T, D]
+
+
+class BertModel(nnx.Module):
+    """BERT encoder returning the last hidden states (no pooler: GTE does not use it).
+
+    Args:
+        cfg: shapes and LayerNorm epsilon.
+        dtype: parameter and matmul dtype (``float32`` or ``bfloat16``); LayerNorm,
+            softmax and pooling always run in float32.
+        attention_impl: a name from :data:`gte_jax.attention.ATTENTION_IMPLS`.
+        rngs: initialiser keys; the weights are random until loaded from a checkpoint.
+    """
+
+    def __init__(self, cfg: GTEConfig, *, dtype=jnp.float32, attention_impl: str = "einsum", rngs: nnx.Rngs):
+        self.config = cfg
+        self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
+        self.layer = nnx.List(
+            [Layer(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+        )
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None):
+        """Encodes a padded batch.
+
+        Args:
+            input_ids: ``[batch, tokens]`` int token ids.
+            attention_mask: ``[batch, tokens]``, 1 for real tokens, 0 for padding.
+            token_type_ids: ``[batch, tokens]``; zeros when omitted (single segment).
+
+        Returns:
+            ``[batch, tokens, hidden]`` last hidden states.
+        """
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layer:
+            x = layer(x, attention_mask)
+        return x

@@ -1,0 +1,226 @@
+"""Hugging Face BERT checkpoint -> NNX state, as a key table plus small transforms.
+
+Reading is numpy-only for safetensors; ``pytorch_model.bin`` needs torch and
+is read with ``weights_only=True``. Every problem (missing, unexpected,
+mis-shaped or non-float tensors) is collected and reported in one error:
+a model is never left with random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gte_jax.config import GTEConfig
+from gte_jax.modeling import BertModel
+
+# The file ``gte-jax convert`` writes: NNX paths as keys, NNX shapes, float32.
+FLAX_WEIGHTS = "gte_jax.safetensors"
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_FILES = (FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model; the message lists every problem."""
+
+
+Transform = Callable[[np.ndarray, GTEConfig], np.ndarray]
+
+
+def _identity(t, cfg):
+    return t
+
+
+def _linear(t, cfg):  # torch Linear stores [out, in]
+    return t.T
+
+
+def _qkv_kernel(t, cfg):  # [N*H, D] -> [D, N, H]
+    return t.T.reshape(cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim)
+
+
+def _qkv_bias(t, cfg):  # [N*H] -> [N, H]
+    return t.reshape(cfg.num_attention_heads, cfg.head_dim)
+
+
+def _attn_out_kernel(t, cfg):  # [D, N*H] -> [N, H, D]
+    return t.T.reshape(cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size)
+
+
+_LN = r"LayerNorm\.(?:weight|gamma)"  # old TF-converted checkpoints say gamma/beta
+_LN_B = r"LayerNorm\.(?:bias|beta)"
+_L = r"encoder\.layer\.(\d+)\."
+
+# Hugging Face key (after any "bert." prefix) -> (NNX path template, transform).
+KEY_MAP: dict[str, tuple[str, Transform]] = {
+    r"embeddings\.word_embeddings\.weight": ("embeddings.word_embeddings.embedding", _identity),
+    r"embeddings\.position_embeddings\.weight": ("embeddings.position_embeddings.embedding", _identity),
+    r"embeddings\.token_type_embeddings\.weight": ("embeddings.token_type_embeddings.embedding", _identity),
+    rf"embeddings\.{_LN}": ("embeddings.LayerNorm.scale", _identity),
+    rf"embeddings\.{_LN_B}": ("embeddings.LayerNorm.bias", _identity),
+    _L + r"attention\.self\.(query|key|value)\.weight": (r"layer.\1.attention.\2.kernel", _qkv_kernel),
+    _L + r"attention\.self\.(query|key|value)\.bias": (r"layer.\1.attention.\2.bias", _qkv_bias),
+    _L + r"attention\.output\.dense\.weight": (r"layer.\1.attention.output.kernel", _attn_out_kernel),
+    _L + r"attention\.output\.dense\.bias": (r"layer.\1.attention.output.bias", _identity),
+    _L + rf"attention\.output\.{_LN}": (r"layer.\1.attention_LayerNorm.scale", _identity),
+    _L + rf"attention\.output\.{_LN_B}": (r"layer.\1.attention_LayerNorm.bias", _identity),
+    _L + r"intermediate\.dense\.weight": (r"layer.\1.intermediate.kernel", _linear),
+    _L + r"intermediate\.dense\.bias": (r"layer.\1.intermediate.bias", _identity),
+    _L + r"output\.dense\.weight": (r"layer.\1.output.kernel", _linear),
+    _L + r"output\.dense\.bias": (r"layer.\1.output.bias", _identity),
+    _L + rf"output\.{_LN}": (r"layer.\1.output_LayerNorm.scale", _identity),
+    _L + rf"output\.{_LN_B}": (r"layer.\1.output_LayerNorm.bias", _identity),
+}
+_COMPILED = [(re.compile(k + "$"), v) for k, v in KEY_MAP.items()]
+
+# Present in BERT checkpoints, not used for embeddings.
+IGNORED_KEYS = [
+    re.compile(p)
+    for p in (
+        r"^(bert\.)?embeddings\.position_ids$",
+        r"^(bert\.)?pooler\.",
+        r"^cls\.",  # masked-LM / next-sentence heads
+    )
+]
+
+
+def map_key(hf_key: str) -> tuple[str, Transform] | None:
+    """The NNX path and transform for a Hugging Face key, or None if it has none."""
+    key = hf_key.removeprefix("bert.")
+    for pattern, (template, transform) in _COMPILED:
+        m = pattern.match(key)
+        if m:
+            return m.expand(template), transform
+    return None
+
+
+def find_weights(model_dir: str) -> str:
+    """The weights file to load from ``model_dir``, by preference order of :data:`WEIGHT_FILES`."""
+    for name in WEIGHT_FILES:
+        path = os.path.join(model_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise CheckpointError(
+        f"{model_dir}: no weights found; expected one of {', '.join(WEIGHT_FILES)}. "
+        "Pass a Hugging Face BERT model directory or one written by `gte-jax convert`."
+    )
+
+
+def _read_safetensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        for key in f.keys():
+            yield key, f.get_tensor(key)
+
+
+def _read_torch(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path} is a PyTorch pickle and torch is not installed; install torch "
+            "(pip install torch) or use a checkpoint with model.safetensors."
+        ) from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key, t in state.items():
+        yield key, (t.float() if t.is_floating_point() else t).numpy()
+
+
+def read_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields ``(key, array)`` from a weights file or a sharded checkpoint's index."""
+    if path.endswith(".index.json"):
+        with open(path, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        for shard in shards:
+            yield from read_tensors(os.path.join(os.path.dirname(path), shard))
+    elif path.endswith(".safetensors"):
+        yield from _read_safetensors(path)
+    else:
+        yield from _read_torch(path)
+
+
+def abstract_model(cfg: GTEConfig, dtype=jnp.float32, attention_impl: str = "einsum") -> BertModel:
+    """The model's structure with shapes and dtypes but no memory (``nnx.eval_shape``)."""
+    return nnx.eval_shape(lambda: BertModel(cfg, dtype=dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0)))
+
+
+def load_model(
+    weights_path: str,
+    cfg: GTEConfig,
+    *,
+    dtype=jnp.float32,
+    attention_impl: str = "einsum",
+    sharding: jax.sharding.Sharding | None = None,
+) -> BertModel:
+    """Builds a :class:`BertModel` with the weights in ``weights_path``.
+
+    Args:
+        weights_path: a file from :func:`find_weights`: Hugging Face keys, or NNX
+            paths for :data:`FLAX_WEIGHTS`.
+        cfg: the model's shapes; each tensor is checked against them.
+        dtype: parameter dtype; checkpoint floats are cast to it.
+        attention_impl: see :mod:`gte_jax.attention`.
+        sharding: where to place every parameter (replicated by default on one device).
+
+    Raises:
+        CheckpointError: listing every missing, unexpected or mis-shaped tensor.
+    """
+    graphdef, abstract = nnx.split(abstract_model(cfg, dtype, attention_impl))
+    targets = {".".join(map(str, path)): var for path, var in nnx.to_flat_state(abstract)}
+    native = os.path.basename(weights_path) == FLAX_WEIGHTS
+    values: dict[str, jax.Array] = {}
+    errors: list[str] = []
+    for key, tensor in read_tensors(weights_path):
+        if native:
+            mapped = (key, _identity)
+        elif any(p.search(key) for p in IGNORED_KEYS):
+            continue
+        else:
+            mapped = map_key(key)
+        if mapped is None or mapped[0] not in targets:
+            errors.append(f"unexpected key {key!r}")
+            continue
+        path, transform = mapped
+        target = targets[path]
+        if not np.issubdtype(tensor.dtype, np.floating):
+            errors.append(f"{key!r} has dtype {tensor.dtype}, expected a float tensor")
+            continue
+        array = transform(tensor, cfg)
+        if tuple(array.shape) != tuple(target.shape):
+            errors.append(
+                f"{key!r} has shape {tuple(tensor.shape)}, which gives {tuple(array.shape)} "
+                f"for {path}; expected {tuple(target.shape)}"
+            )
+            continue
+        if path in values:
+            errors.append(f"{key!r} is given twice")
+            continue
+        values[path] = jax.device_put(np.asarray(array, dtype=np.float32).astype(target.dtype), sharding)
+    errors += [f"missing key for {path} (shape {tuple(targets[path].shape)})" for path in targets if path not in values]
+    if errors:
+        raise CheckpointError(
+            f"{weights_path} does not fit a BERT model of {cfg} ({len(errors)} problems):\n  " + "\n  ".join(errors)
+        )
+    for path, var in nnx.to_flat_state(abstract):
+        var.set_value(values[".".join(map(str, path))])
+    return nnx.merge(graphdef, abstract)
+
+
+def save_flax_weights(model: BertModel, path: str) -> None:
+    """Writes the model's parameters as float32 safetensors keyed by NNX path."""
+    from safetensors.numpy import save_file
+
+    _, state = nnx.split(model)
+    tensors = {".".join(map(str, p)): np.asarray(v.get_value(), dtype=np.float32) for p, v in nnx.to_flat_state(state)}
+    save_file(tensors, path, metadata={"format": "gte_jax"})

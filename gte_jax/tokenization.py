@@ -1,0 +1,65 @@
+"""WordPiece tokenisation with the ``tokenizers`` library, truncating, never padding."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+
+class Tokenizer:
+    """Turns texts into token-id arrays, matching transformers' tokenizer for the checkpoint.
+
+    Args:
+        backend: a ``tokenizers.Tokenizer``.
+        max_length: texts longer than this many tokens (special tokens included) are truncated.
+        pad_token_id: the id used for padding by the batching code.
+    """
+
+    def __init__(self, backend: _HFTokenizer, max_length: int, pad_token_id: int = 0):
+        self.backend = backend
+        self.max_length = max_length
+        self.pad_token_id = pad_token_id
+        backend.no_padding()  # the encoder pads to its own length buckets
+        backend.enable_truncation(max_length)
+
+    @classmethod
+    def from_dir(cls, model_dir: str, max_length: int) -> Tokenizer:
+        """Loads ``tokenizer.json``, else builds BERT WordPiece from ``vocab.txt``.
+
+        Raises:
+            FileNotFoundError: neither file is in ``model_dir``.
+        """
+        tj = os.path.join(model_dir, "tokenizer.json")
+        vocab = os.path.join(model_dir, "vocab.txt")
+        if os.path.isfile(tj):
+            backend = _HFTokenizer.from_file(tj)
+        elif os.path.isfile(vocab):
+            lower = _tokenizer_config(model_dir).get("do_lower_case", True)
+            backend = BertWordPieceTokenizer(vocab, lowercase=lower)._tokenizer
+        else:
+            raise FileNotFoundError(
+                f"{model_dir}: no tokenizer.json or vocab.txt; copy the tokenizer files of the "
+                "original model into this directory."
+            )
+        pad = backend.token_to_id(_tokenizer_config(model_dir).get("pad_token", "[PAD]"))
+        return cls(backend, max_length, 0 if pad is None else pad)
+
+    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids (with [CLS] and [SEP]) per text, each at most ``max_length`` long."""
+        return [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch(texts)]
+
+
+def _tokenizer_config(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    pad = cfg.get("pad_token")
+    if isinstance(pad, dict):  # AddedToken serialised
+        cfg["pad_token"] = pad.get("content", "[PAD]")
+    return cfg
