@@ -35,6 +35,12 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
 _IMPLS = {"einsum": einsum_attention}
 
 
+def default_impl(backend: str | None = None) -> str:
+    """The fastest faithful kernel for a backend (``jax.default_backend()`` when None)."""
+    del backend
+    return "einsum"
+
+
 def attention(q, k, v, mask, *, impl: str = "einsum", precision=None) -> jax.Array:
     """Runs the attention kernel named ``impl`` (one of :data:`ATTENTION_IMPLS`)."""
     try:

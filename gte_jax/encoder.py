@@ -13,6 +13,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from gte_jax import batching, sharding
+from gte_jax.attention import default_impl
 from gte_jax.config import GTEConfig
 from gte_jax.hub import DEFAULT_MODEL, resolve_model_dir
 from gte_jax.modeling import BertModel
@@ -95,7 +96,7 @@ class GTEEncoder:
         mesh: Mesh | None = None,
         batch_size: int = 64,
         max_batch_tokens: int = 16384,
-        attention_impl: str = "einsum",
+        attention_impl: str | None = None,
         revision: str | None = None,
         cache_dir: str | None = None,
     ) -> GTEEncoder:
@@ -110,7 +111,8 @@ class GTEEncoder:
             mesh: devices to run on; a 1-D ``data`` mesh over all devices by default.
             batch_size: most texts per device step.
             max_batch_tokens: most padded tokens per device step.
-            attention_impl: attention kernel, see :mod:`gte_jax.attention`.
+            attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
+                backend's fastest by default.
             revision, cache_dir: passed to huggingface_hub for Hub ids.
 
         Raises:
@@ -132,7 +134,7 @@ class GTEEncoder:
             find_weights(model_dir),
             config,
             dtype=DTYPES[dtype],
-            attention_impl=attention_impl,
+            attention_impl=attention_impl or default_impl(),
             sharding=sharding.replicated(mesh),
         )
         return cls(

@@ -14,6 +14,11 @@ def default_mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), (DATA,))
 
 
+def local_mesh() -> Mesh:
+    """A 1-D ``data`` mesh over this process's devices only (independent work per host)."""
+    return Mesh(np.asarray(jax.local_devices()), (DATA,))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """Parameters: a full copy on every device."""
     return NamedSharding(mesh, P())
