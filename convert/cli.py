@@ -1,0 +1,92 @@
+"""`gte-jax convert SRC OUT_DIR`: a self-contained Flax checkpoint that loads without torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+
+import numpy as np
+
+# Everything besides the weights that a model directory needs, copied verbatim.
+COPIED_FILES = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+    "README.md",
+    "LICENSE",
+]
+CHECK_TEXTS = [
+    "what is a tensor?",
+    "A tensor is a multi-dimensional array of numbers.",
+    "",
+    "The quick brown fox jumps over the lazy dog. " * 80,  # past 512 tokens: truncated
+]
+
+
+def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
+    """Writes ``out_dir`` from ``src`` (hub id or directory); returns ``out_dir``.
+
+    Raises:
+        FileExistsError: ``out_dir`` exists and is not empty (nothing is overwritten).
+    """
+    from gte_jax import GTEEncoder
+    from gte_jax.hub import resolve_model_dir
+    from gte_jax.params import FLAX_WEIGHTS, save_flax_weights
+
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory.")
+    src_dir = resolve_model_dir(src)
+    enc = GTEEncoder.from_pretrained(src_dir)
+    tmp = out_dir.rstrip("/") + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in COPIED_FILES:
+        path = os.path.join(src_dir, name)
+        if os.path.isfile(path):
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+            shutil.copyfile(path, os.path.join(tmp, name))
+    save_flax_weights(enc.model, os.path.join(tmp, FLAX_WEIGHTS))
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    if os.path.isdir(out_dir):
+        os.rmdir(out_dir)  # empty, checked above
+    os.replace(tmp, out_dir)  # the directory appears complete or not at all
+    log(f"wrote {out_dir} ({enc.config.num_hidden_layers} layers, dim {enc.dim}, pooling {enc.pooling})")
+    if verify:
+        converted = GTEEncoder.from_pretrained(out_dir).encode(CHECK_TEXTS)
+        diff = float(np.abs(converted - enc.encode(CHECK_TEXTS)).max())
+        log(f"converted vs source checkpoint (gte_jax): max abs difference {diff:.2e}")
+        if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):
+            from gte_jax_convert.reference import torch_embeddings
+
+            ref = torch_embeddings(src_dir, CHECK_TEXTS, max_length=enc.max_length, pooling=enc.pooling)
+            log(f"converted vs PyTorch BertModel: max abs difference {float(np.abs(converted - ref).max()):.2e}")
+        else:
+            log("torch/transformers not installed: skipped the comparison with the PyTorch model.")
+    return out_dir
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="write a Flax checkpoint directory that loads without torch")
+    p.add_argument("src", help="hub id (thenlper/gte-small) or a Hugging Face model directory")
+    p.add_argument("out_dir", help="new directory to write")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity check after writing")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from gte_jax import CheckpointError, ModelNotFoundError
+
+    try:
+        convert(args.src, args.out_dir, verify=not args.no_verify)
+    except (ModelNotFoundError, CheckpointError, FileExistsError, ValueError) as e:
+        print(f"gte-jax convert: {e}", file=sys.stderr)
+        return 2
+    return 0
