@@ -181,6 +181,7 @@ def load_model(
     native = os.path.basename(weights_path) == FLAX_WEIGHTS
     values: dict[str, jax.Array] = {}
     errors: list[str] = []
+    seen: set[str] = set()  # paths with a tensor, loaded or not: not also reported missing
     for key, tensor in read_tensors(weights_path):
         if native:
             mapped = (key, _identity)
@@ -193,21 +194,24 @@ def load_model(
             continue
         path, transform = mapped
         target = targets[path]
+        if path in seen:
+            errors.append(f"{key!r} is given twice (for {path})")
+            continue
+        seen.add(path)
         if not np.issubdtype(tensor.dtype, np.floating):
             errors.append(f"{key!r} has dtype {tensor.dtype}, expected a float tensor")
             continue
-        array = transform(tensor, cfg)
-        if tuple(array.shape) != tuple(target.shape):
+        try:
+            array = transform(tensor, cfg)
+        except ValueError:  # a reshape that cannot fit
+            array = None
+        if array is None or tuple(array.shape) != tuple(target.shape):
             errors.append(
-                f"{key!r} has shape {tuple(tensor.shape)}, which gives {tuple(array.shape)} "
-                f"for {path}; expected {tuple(target.shape)}"
+                f"{key!r} has shape {tuple(tensor.shape)}, which does not fit {path} of shape {tuple(target.shape)}"
             )
             continue
-        if path in values:
-            errors.append(f"{key!r} is given twice")
-            continue
         values[path] = jax.device_put(np.asarray(array, dtype=np.float32).astype(target.dtype), sharding)
-    errors += [f"missing key for {path} (shape {tuple(targets[path].shape)})" for path in targets if path not in values]
+    errors += [f"missing key for {path} (shape {tuple(targets[path].shape)})" for path in targets if path not in seen]
     if errors:
         raise CheckpointError(
             f"{weights_path} does not fit a BERT model of {cfg} ({len(errors)} problems):\n  " + "\n  ".join(errors)

@@ -27,7 +27,9 @@ def torch_bert(cfg: GTEConfig, seed: int = 0):
     return BertModel(BertConfig(**hf)).eval()
 
 
-def write_checkpoint(model, out_dir: str, tokenizer_dir: str, fmt: str = "safetensors", prefix: str = "") -> str:
+def write_checkpoint(
+    model, out_dir: str, tokenizer_dir: str, fmt: str = "safetensors", prefix: str = "", shard_size: str = "1MB"
+) -> str:
     """Saves ``model`` as ``model.safetensors`` (``fmt="safetensors"``), sharded safetensors
     (``"sharded"``) or ``pytorch_model.bin`` (``"bin"``, keys prefixed with ``prefix``)."""
     import torch
@@ -38,7 +40,7 @@ def write_checkpoint(model, out_dir: str, tokenizer_dir: str, fmt: str = "safete
         state = {prefix + k: v for k, v in model.state_dict().items()}
         torch.save(state, os.path.join(out_dir, "pytorch_model.bin"))
     elif fmt == "sharded":
-        model.save_pretrained(out_dir, max_shard_size="20MB")
+        model.save_pretrained(out_dir, max_shard_size=shard_size)
     else:
         model.save_pretrained(out_dir)
     copy_tokenizer(tokenizer_dir, out_dir)
