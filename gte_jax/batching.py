@@ -82,6 +82,54 @@ def plan_batches(
     return batches
 
 
+def all_shapes(
+    buckets: tuple[int, ...], *, batch_size: int, max_batch_tokens: int, multiple_of: int = 1
+) -> list[tuple[int, int]]:
+    """Every ``(rows, length)`` that :func:`plan_batches` can produce: the programs to compile."""
+    shapes = []
+    for length in buckets:
+        cap = rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
+        rows = {row_bucket(n, cap, multiple_of) for n in range(1, cap + 1)}
+        shapes += [(r, length) for r in sorted(rows)]
+    return shapes
+
+
+def bucket_counts(token_ids: list[np.ndarray], buckets: tuple[int, ...]) -> np.ndarray:
+    """How many texts fall in each length bucket."""
+    counts = np.zeros(len(buckets), dtype=np.int64)
+    for t in token_ids:
+        counts[buckets.index(bucket_for(len(t), buckets))] += 1
+    return counts
+
+
+def plan_lockstep(
+    token_ids: list[np.ndarray],
+    buckets: tuple[int, ...],
+    *,
+    most_per_bucket: np.ndarray,
+    batch_size: int,
+    max_batch_tokens: int,
+    multiple_of: int,
+) -> list[Batch]:
+    """This process's part of a plan that every process runs in the same order with the same shapes.
+
+    Each bucket gets as many full-size steps as the busiest process needs
+    (``most_per_bucket``, from an all-gather); a process with fewer texts
+    there pads its rows (or sends an empty part).
+    """
+    by_bucket: dict[int, list[int]] = {b: [] for b in buckets}
+    for i, t in enumerate(token_ids):
+        by_bucket[bucket_for(len(t), buckets)].append(i)
+    plan = []
+    for j in reversed(range(len(buckets))):
+        length = buckets[j]
+        cap = rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
+        mine = np.asarray(by_bucket[length], dtype=np.int64)
+        for step in range(-(-int(most_per_bucket[j]) // cap)):
+            plan.append(Batch(mine[step * cap : (step + 1) * cap], cap, length))
+    return plan
+
+
 def pad_batch(token_ids: list[np.ndarray], batch: Batch, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """``(input_ids, attention_mask)``, each ``[rows, length]`` int32, for a planned batch."""
     ids = np.full((batch.rows, batch.length), pad_id, dtype=np.int32)

@@ -108,7 +108,9 @@ class GTEEncoder:
             dtype: ``"float32"`` (matches PyTorch) or ``"bfloat16"`` (matmuls in bf16).
             max_length: truncation length in tokens; defaults to the checkpoint's
                 ``sentence_bert_config.json`` ``max_seq_length``, else its position limit (512).
-            mesh: devices to run on; a 1-D ``data`` mesh over all devices by default.
+            mesh: devices to run on; a 1-D ``data`` mesh over all devices by default. A mesh
+                with axes ``("data", "model")`` also splits attention heads and the FFN over
+                ``model`` (tensor parallelism, for gte-large on small devices).
             batch_size: most texts per device step.
             max_batch_tokens: most padded tokens per device step.
             attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
@@ -135,7 +137,7 @@ class GTEEncoder:
             config,
             dtype=DTYPES[dtype],
             attention_impl=attention_impl or default_impl(),
-            sharding=sharding.replicated(mesh),
+            sharding=functools.partial(sharding.param_sharding, mesh),
         )
         return cls(
             model,
@@ -192,9 +194,12 @@ class GTEEncoder:
         """
         texts, single = _check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if texts:
-            token_ids = self.tokenize(texts)
-            self._run(token_ids, out, batch_size or self.batch_size, normalize, show_progress)
+        batch_size = batch_size or self.batch_size
+        if sharding.is_multiprocess(self.mesh):
+            # Collective: every process calls encode, each with its own texts (maybe none).
+            self._run_multiprocess(self.tokenize(texts), out, batch_size, normalize, show_progress)
+        elif texts:
+            self._run(self.tokenize(texts), out, batch_size, normalize, show_progress)
         return out[0] if single else out
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
@@ -207,28 +212,88 @@ class GTEEncoder:
             multiple_of=sharding.data_parallelism(self.mesh),
         )
 
-    def _run(self, token_ids, out, batch_size, normalize, show_progress):
-        batches = self.plan(token_ids, batch_size)
+    def warmup(self, batch_size: int | None = None) -> int:
+        """Compiles the program of every (length bucket, row bucket) shape up front.
+
+        Returns the number of shapes. With ``jax.config.update("jax_compilation_cache_dir", DIR)``
+        the compiled programs also persist across processes.
+        """
+        shapes = batching.all_shapes(
+            batching.length_buckets(self.max_length),
+            batch_size=batch_size or self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            multiple_of=sharding.data_parallelism(self.mesh),
+        )
         in_sharding = sharding.batch_sharding(self.mesh)
+        for rows, length in shapes:
+            zeros = jax.device_put(np.zeros((rows, length), np.int32), in_sharding)
+            self._forward(self._state, zeros, zeros, pooling=self.pooling, normalize=True).block_until_ready()
+        return len(shapes)
+
+    def _run(self, token_ids, out, batch_size, normalize, show_progress):
+        in_sharding = sharding.batch_sharding(self.mesh)
+
+        def steps():
+            for batch in self.plan(token_ids, batch_size):
+                ids, mask = batching.pad_batch(token_ids, batch, self.tokenizer.pad_token_id)
+                ids, mask = jax.device_put((ids, mask), in_sharding)
+                yield batch.indices, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)
+
+        self._collect(steps(), out, len(token_ids), show_progress, np.asarray)
+
+    def _run_multiprocess(self, token_ids, out, batch_size, normalize, show_progress):
+        """Every process runs the same sequence of global batches; each fills its rows with its own texts."""
+        from jax.experimental import multihost_utils
+
+        in_sharding = sharding.batch_sharding(self.mesh)
+        local_devices = sum(d.process_index == jax.process_index() for d in self.mesh.devices.flat)
+        buckets = batching.length_buckets(self.max_length)
+        counts = batching.bucket_counts(token_ids, buckets)
+        all_counts = np.asarray(multihost_utils.process_allgather(counts))  # [processes, buckets]
+        plan = batching.plan_lockstep(
+            token_ids,
+            buckets,
+            most_per_bucket=all_counts.max(axis=0),
+            batch_size=batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            multiple_of=local_devices,
+        )
+        processes = all_counts.shape[0]
+
+        def steps():
+            for batch in plan:
+                local = batching.pad_batch(token_ids, batch, self.tokenizer.pad_token_id)
+                shape = (batch.rows * processes, batch.length)
+                ids, mask = (jax.make_array_from_process_local_data(in_sharding, x, shape) for x in local)
+                yield batch.indices, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)
+
+        def to_local(vectors):
+            return np.asarray(multihost_utils.global_array_to_host_local_array(vectors, self.mesh, in_sharding.spec))
+
+        self._collect(steps(), out, len(token_ids), show_progress, to_local)
+
+    @staticmethod
+    def _collect(steps, out, total, show_progress, to_host):
+        """Drains (indices, device result) pairs into ``out`` while the next batches are dispatched."""
         bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(token_ids), unit="text", desc="embedding")
+            bar = tqdm(total=total, unit="text", desc="embedding")
         pending = []
-        # Dispatch is asynchronous: padding batch k+1 on the host overlaps the device's work on batch k.
-        for batch in batches:
-            ids, mask = batching.pad_batch(token_ids, batch, self.tokenizer.pad_token_id)
-            ids, mask = jax.device_put((ids, mask), in_sharding)
-            pending.append((batch, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)))
-            if len(pending) > 2:  # bound device memory held by finished results
-                done, vectors = pending.pop(0)
-                out[done.indices] = np.asarray(vectors)[: len(done.indices)]
-                if bar is not None:
-                    bar.update(len(done.indices))
-        for done, vectors in pending:
-            out[done.indices] = np.asarray(vectors)[: len(done.indices)]
+
+        def drain(indices, vectors):
+            out[indices] = to_host(vectors)[: len(indices)]
             if bar is not None:
-                bar.update(len(done.indices))
+                bar.update(len(indices))
+
+        # Dispatch is asynchronous: padding batch k+1 on the host overlaps the device's work on batch k;
+        # only results two steps old are fetched, which bounds the device memory they hold.
+        for step in steps:
+            pending.append(step)
+            if len(pending) > 2:
+                drain(*pending.pop(0))
+        for step in pending:
+            drain(*step)
         if bar is not None:
             bar.close()

@@ -161,7 +161,7 @@ def load_model(
     *,
     dtype=jnp.float32,
     attention_impl: str = "einsum",
-    sharding: jax.sharding.Sharding | None = None,
+    sharding: Callable[[str], jax.sharding.Sharding] | None = None,
 ) -> BertModel:
     """Builds a :class:`BertModel` with the weights in ``weights_path``.
 
@@ -171,7 +171,7 @@ def load_model(
         cfg: the model's shapes; each tensor is checked against them.
         dtype: parameter dtype; checkpoint floats are cast to it.
         attention_impl: see :mod:`gte_jax.attention`.
-        sharding: where to place every parameter (replicated by default on one device).
+        sharding: maps an NNX path to the parameter's sharding (default device when None).
 
     Raises:
         CheckpointError: listing every missing, unexpected or mis-shaped tensor.
@@ -210,7 +210,8 @@ def load_model(
                 f"{key!r} has shape {tuple(tensor.shape)}, which does not fit {path} of shape {tuple(target.shape)}"
             )
             continue
-        values[path] = jax.device_put(np.asarray(array, dtype=np.float32).astype(target.dtype), sharding)
+        placement = sharding(path) if sharding is not None else None
+        values[path] = jax.device_put(np.asarray(array, dtype=np.float32).astype(target.dtype), placement)
     errors += [f"missing key for {path} (shape {tuple(targets[path].shape)})" for path in targets if path not in seen]
     if errors:
         raise CheckpointError(

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
+MODEL = "model"
+
+# Tensor parallelism (Megatron style) over a ``model`` mesh axis, by NNX parameter path:
+# heads and the FFN's inner dimension are split; embeddings, LayerNorms and output biases are copied.
+PARAM_SPECS = [
+    (r"attention\.(query|key|value)\.kernel$", P(None, MODEL, None)),  # [D, N, H]
+    (r"attention\.(query|key|value)\.bias$", P(MODEL, None)),  # [N, H]
+    (r"attention\.output\.kernel$", P(MODEL, None, None)),  # [N, H, D]
+    (r"intermediate\.kernel$", P(None, MODEL)),  # [D, F]
+    (r"intermediate\.bias$", P(MODEL)),  # [F]
+    (r"\d+\.output\.kernel$", P(MODEL, None)),  # [F, D]
+]
 
 
 def default_mesh() -> Mesh:
@@ -20,13 +34,27 @@ def local_mesh() -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """Parameters: a full copy on every device."""
+    """A full copy on every device."""
     return NamedSharding(mesh, P())
+
+
+def param_sharding(mesh: Mesh, path: str) -> NamedSharding:
+    """Where the parameter at NNX ``path`` lives: split over ``model`` if the mesh has it, else replicated."""
+    if MODEL in mesh.axis_names:
+        for pattern, spec in PARAM_SPECS:
+            if re.search(pattern, path):
+                return NamedSharding(mesh, spec)
+    return replicated(mesh)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Inputs and outputs: rows split over the ``data`` axis."""
     return NamedSharding(mesh, P(DATA))
+
+
+def is_multiprocess(mesh: Mesh) -> bool:
+    """Whether the mesh spans devices of several processes (``jax.distributed``)."""
+    return len({d.process_index for d in mesh.devices.flat}) > 1
 
 
 def data_parallelism(mesh: Mesh) -> int:

@@ -13,8 +13,8 @@ TOL = 1e-5
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", ["gte-small", "gte-base", "gte-large"])
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("shape", ["gte-small", "gte-base", "gte-large"])
 def test_random_gte_shapes_match_pytorch(gte_checkpoints, shape, fmt):
     model_dir = gte_checkpoints(shape, fmt)
     enc = GTEEncoder.from_pretrained(model_dir)
