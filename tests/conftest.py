@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from checkpoints import SHAPES, torch_bert, write_checkpoint
 
 from gte_jax import GTEEncoder
+
+from checkpoints import SHAPES, TINY, torch_bert, write_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,14 @@ def gte_checkpoints(tmp_path_factory, minilm_dir):
 def minilm(minilm_dir) -> GTEEncoder:
     """One encoder on the real all-MiniLM-L6-v2 weights, shared across tests (compiles once per shape)."""
     return GTEEncoder.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_torch():
+    """A 2-layer, 32-wide random BERT: for tests about mechanics, not numerics at scale."""
+    return torch_bert(TINY, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_torch, minilm_dir) -> str:
+    return write_checkpoint(tiny_torch, str(tmp_path_factory.mktemp("tiny")), minilm_dir)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from texts import VARIED_TEXTS
 
 from gte_jax_convert.reference import torch_embeddings
+
+from texts import VARIED_TEXTS
 
 
 def test_shapes_and_unit_norm(minilm):
@@ -63,3 +64,9 @@ def test_unnormalized_is_the_mean_before_scaling(minilm):
     unit = minilm.encode(["unit length?"])
     assert not np.isclose(np.linalg.norm(raw), 1.0)
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-6)
+
+
+def test_show_progress_draws_a_bar(minilm, capsys):
+    minilm.encode(["a", "b", "c"], show_progress=True)
+    err = capsys.readouterr().err
+    assert "embedding" in err and "3/3" in err and "text/s" in err

@@ -24,7 +24,9 @@ def test_module_under_jit_matches_encoder(minilm):
     hidden = minilm.model(input_ids, mask)
     assert hidden.shape == (1, len(ids), 384)
     np.testing.assert_allclose(
-        np.asarray(embed(state, input_ids, mask))[0], minilm.encode("research code calls the module directly"), atol=1e-6
+        np.asarray(embed(state, input_ids, mask))[0],
+        minilm.encode("research code calls the module directly"),
+        atol=1e-6,
     )
 
 

@@ -8,24 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from checkpoints import copy_tokenizer, torch_bert, write_checkpoint
 from safetensors.numpy import load_file, save_file
 
 from gte_jax import CheckpointError, GTEConfig, GTEEncoder
 from gte_jax.params import load_model, map_key
 
-TINY = GTEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+from checkpoints import TINY, copy_tokenizer, write_checkpoint
+
 TEXTS = ["a short text", "another, somewhat longer text about conversion", ""]
-
-
-@pytest.fixture(scope="module")
-def tiny_torch():
-    return torch_bert(TINY, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_torch, minilm_dir):
-    return write_checkpoint(tiny_torch, str(tmp_path_factory.mktemp("tiny")), minilm_dir)
 
 
 def _reference(model_dir):
@@ -35,7 +25,9 @@ def _reference(model_dir):
 
 
 def test_key_table_covers_every_bert_parameter(tiny_torch):
-    mapped = {k: map_key(k) for k in tiny_torch.state_dict() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    mapped = {
+        k: map_key(k) for k in tiny_torch.state_dict() if not k.startswith("pooler.") and k != "embeddings.position_ids"
+    }
     assert all(v is not None for v in mapped.values()), [k for k, v in mapped.items() if v is None]
     assert map_key("bert.encoder.layer.1.attention.self.query.weight")[0] == "layer.1.attention.query.kernel"
     assert map_key("encoder.layer.0.output.LayerNorm.gamma")[0] == "layer.0.output_LayerNorm.scale"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from texts import VARIED_TEXTS
 
 from gte_jax import GTEEncoder
 from gte_jax_convert.reference import torch_embeddings
+
+from texts import VARIED_TEXTS
 
 TOL = 1e-5
 

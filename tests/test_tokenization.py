@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from checkpoints import copy_tokenizer
-from texts import VARIED_TEXTS
 
 from gte_jax.tokenization import Tokenizer
 from gte_jax_convert.reference import torch_token_ids
+
+from checkpoints import copy_tokenizer
+from texts import VARIED_TEXTS
 
 
 @pytest.mark.parametrize("files", [("tokenizer.json", "tokenizer_config.json"), ("vocab.txt", "tokenizer_config.json")])

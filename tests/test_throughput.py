@@ -1,0 +1,90 @@
+"""The batching engine: bounded compiles, warm-up, bfloat16 fidelity."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from gte_jax import GTEEncoder, batching
+
+WORDS = "the model embeds passages queries and documents for retrieval across many topics quickly".split()
+
+
+def _random_texts(rng, n):
+    return [" ".join(rng.choice(WORDS, size=rng.integers(1, 701))) for _ in range(n)]
+
+
+class CompileCounter:
+    """Counts XLA backend compiles through jax.monitoring."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+@pytest.mark.slow
+def test_second_pass_compiles_nothing(tiny_dir):
+    # A tiny model: compile counts do not depend on width, and 2 x 1,500 long texts stay quick.
+    enc = GTEEncoder.from_pretrained(tiny_dir, max_length=512, max_batch_tokens=8192)
+    rng = np.random.default_rng(0)
+    shapes = batching.all_shapes(
+        batching.length_buckets(512), batch_size=enc.batch_size, max_batch_tokens=8192, multiple_of=1
+    )
+    with CompileCounter() as first:
+        enc.encode(_random_texts(rng, 1500))
+    with CompileCounter() as second:
+        enc.encode(_random_texts(rng, 1500))
+    print(f"compiles: first pass {first.count}, second pass {second.count}, shape set {len(shapes)}")
+    assert 0 < first.count <= len(shapes)
+    assert second.count == 0
+
+
+def test_warmup_compiles_every_shape_up_front(minilm_dir):
+    enc = GTEEncoder.from_pretrained(minilm_dir, max_length=64, batch_size=8)
+    with CompileCounter() as warm:
+        n = enc.warmup()
+    with CompileCounter() as after:
+        enc.encode(["short", "a little longer text " * 5, "x " * 100] * 5)
+    assert warm.count >= n > 0 and after.count == 0
+
+
+def test_plan_respects_token_budget_and_restores_order():
+    lengths = np.array([5, 500, 17, 120, 512, 3, 64, 64, 300])
+    batches = batching.plan_batches(
+        lengths, buckets=batching.length_buckets(512), batch_size=4, max_batch_tokens=1024, multiple_of=2
+    )
+    seen = np.concatenate([b.indices for b in batches])
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    for b in batches:
+        assert b.rows * b.length <= max(1024, 2 * b.length) and b.rows % 2 == 0
+        assert lengths[b.indices].max() <= b.length and len(b.indices) <= b.rows
+
+
+@pytest.mark.slow
+def test_bfloat16_stays_close_to_float32(minilm, minilm_dir, sts_test):
+    from texts import VARIED_TEXTS
+
+    bf16 = GTEEncoder.from_pretrained(minilm_dir, dtype="bfloat16")
+    assert bf16.dtype == np.dtype("bfloat16")
+    texts = VARIED_TEXTS + sts_test[0][:300]
+    cos = np.sum(minilm.encode(texts) * bf16.encode(texts), axis=1)
+    print(f"bf16 vs f32: min cosine {cos.min():.5f}")
+    assert cos.min() >= 0.999
+    s1, s2, gold = sts_test
+    rho = {}
+    for name, enc in (("f32", minilm), ("bf16", bf16)):
+        rho[name] = spearmanr(np.sum(enc.encode(s1) * enc.encode(s2), axis=1), gold).statistic
+    print(f"STS-B Spearman: {rho}")
+    assert abs(rho["bf16"] - rho["f32"]) <= 0.002
