@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 import threading
 from collections.abc import Iterable
 
@@ -159,7 +161,13 @@ class GTEEncoder:
         Integrations use this, so that many embedding objects for one model
         share its weights and compiled programs.
         """
-        key = (str(name_or_path), tuple(sorted(kwargs.items())))
+        bound = inspect.signature(cls.from_pretrained).bind(name_or_path, **kwargs)
+        bound.apply_defaults()  # shared(d) and shared(d, dtype="float32") are the same encoder
+        args = dict(bound.arguments)
+        name = os.path.expanduser(str(args.pop("name_or_path")))
+        if os.path.isdir(name):
+            name = os.path.realpath(name)  # "d", "d/" and "./d" too
+        key = (name, tuple(sorted(args.items())))
         with cls._shared_lock:
             if key not in cls._shared:
                 cls._shared[key] = cls.from_pretrained(name_or_path, **kwargs)
@@ -191,6 +199,10 @@ class GTEEncoder:
 
         Raises:
             TypeError: an item is not a string (the message names its index).
+
+        Safe to call from several threads at once (the encoder's state is read-only).
+        Under ``jax.distributed`` with a mesh over several processes, every process
+        must call it (collectively, its own texts, maybe none).
         """
         texts, single = _check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

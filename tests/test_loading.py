@@ -68,4 +68,5 @@ def test_unsupported_pooling_is_refused(minilm_dir, tmp_path):
 def test_shared_encoders_are_one_object(minilm_dir):
     a = GTEEncoder.shared(minilm_dir, max_length=128)
     assert GTEEncoder.shared(minilm_dir, max_length=128) is a
+    assert GTEEncoder.shared(minilm_dir + "/", max_length=128, dtype="float32") is a
     assert GTEEncoder.shared(minilm_dir, max_length=64) is not a

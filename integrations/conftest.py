@@ -1,0 +1,49 @@
+"""Fixtures for the integration packages' tests: an STS-B paraphrase-retrieval task and its reference score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+PARAPHRASE_SCORE = 4.0  # STS-B gold scores run 0-5; 4 and above are near-paraphrases
+
+
+@pytest.fixture(scope="session")
+def sts_paraphrases(sts_test) -> tuple[list[str], list[str], list[int]]:
+    """``(queries, corpus, gold)``: retrieve each near-paraphrase's sentence2 given its sentence1.
+
+    ``queries`` are the sentence1s of STS-B test pairs scored >= 4.0, ``corpus`` every distinct
+    sentence2 of the test set (1,300-odd distractors), ``gold[i]`` the corpus index of query i's
+    own sentence2.
+    """
+    s1, s2, scores = sts_test
+    corpus = list(dict.fromkeys(s2))  # distinct, in order: duplicate texts would make ties
+    index = {text: i for i, text in enumerate(corpus)}
+    pairs = [(a, index[b]) for a, b, score in zip(s1, s2, scores, strict=True) if score >= PARAPHRASE_SCORE]
+    return [a for a, _ in pairs], corpus, [i for _, i in pairs]
+
+
+@pytest.fixture(scope="session")
+def sentence_transformer(minilm_dir):
+    """The reference implementation: sentence-transformers (PyTorch) on the same MiniLM checkpoint."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_top1_hits(sentence_transformer, sts_paraphrases) -> int:
+    """How many queries sentence-transformers' own MiniLM vectors answer right (top-1 by cosine)."""
+    import torch
+
+    queries, corpus, gold = sts_paraphrases
+    threads = torch.get_num_threads()
+    # One thread: next to JAX's thread pool (and parallel test runs) torch's OpenMP barriers stall,
+    # which made this fixture 4x slower on a 2-core machine.
+    torch.set_num_threads(1)
+    try:
+        q = sentence_transformer.encode(queries, normalize_embeddings=True, convert_to_numpy=True)
+        c = sentence_transformer.encode(corpus, normalize_embeddings=True, convert_to_numpy=True)
+    finally:
+        torch.set_num_threads(threads)
+    return int(np.sum(np.argmax(q @ c.T, axis=1) == np.asarray(gold)))

@@ -1,0 +1,96 @@
+"""GTEEmbeddings: LangChain's Embeddings interface over a shared gte_jax.GTEEncoder."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gte_jax import DEFAULT_MODEL, GTEEncoder
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+
+class GTEEmbeddings(BaseModel, Embeddings):
+    """GTE text embeddings (``thenlper/gte-small``, ``-base``, ``-large``) computed in JAX.
+
+    The model loads when the object is built, so a wrong name fails there and not
+    at the first query. Objects with the same ``model_name``, ``dtype`` and
+    ``max_length`` share one :class:`gte_jax.GTEEncoder` per process, hence one
+    copy of the weights and one set of compiled programs.
+
+    GTE uses no instruction: queries and documents are embedded the same way.
+    Vectors are L2-normalised by default, so cosine similarity is a dot product.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_gte_jax import GTEEmbeddings
+
+            embeddings = GTEEmbeddings()  # thenlper/gte-small from the Hugging Face Hub
+            vectors = embeddings.embed_documents(["JAX is a numerical library.", "Flax builds on JAX."])
+            query = embeddings.embed_query("What is JAX?")
+    """
+
+    model_name: str = DEFAULT_MODEL
+    """A Hugging Face Hub id (``thenlper/gte-base``) or a local model directory."""
+    dtype: str = "float32"
+    """``"float32"`` (matches PyTorch) or ``"bfloat16"`` (bf16 matmuls: faster on GPU/TPU)."""
+    max_length: int | None = None
+    """Truncation length in tokens; ``None`` uses the checkpoint's own (512 for GTE)."""
+    batch_size: int = Field(default=64, gt=0)
+    """Most texts per device step."""
+    normalize: bool = True
+    """L2-normalise each vector (GTE is trained for cosine similarity)."""
+    show_progress: bool = False
+    """Show a tqdm progress bar while embedding documents."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    _encoder: GTEEncoder = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Loads (or reuses) the encoder; raises gte_jax.ModelNotFoundError for an unknown model."""
+        self._encoder = GTEEncoder.shared(self.model_name, dtype=self.dtype, max_length=self.max_length)
+
+    @property
+    def encoder(self) -> GTEEncoder:
+        """The underlying encoder (shared with other objects for the same model and settings)."""
+        return self._encoder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embeds documents.
+
+        Args:
+            texts: the texts; longer ones are truncated to ``max_length`` tokens.
+
+        Returns:
+            One vector of Python floats per text, in input order; ``[]`` for no texts.
+
+        Raises:
+            TypeError: ``texts`` is a single string, or an item is not a string.
+        """
+        if isinstance(texts, str):
+            # A bare string would otherwise be embedded as one text and come back one level too flat.
+            raise TypeError("embed_documents takes a list of strings, not a str; use embed_query for one text.")
+        vectors = self._encoder.encode(
+            list(texts), batch_size=self.batch_size, normalize=self.normalize, show_progress=self.show_progress
+        )
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embeds one query text (the same way as a document: GTE has no query instruction).
+
+        Raises:
+            TypeError: ``text`` is not a string.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"embed_query takes a str, not {type(text).__name__}.")
+        return self._encoder.encode([text], batch_size=self.batch_size, normalize=self.normalize)[0].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Like :meth:`embed_documents`, in a worker thread so the event loop keeps running."""
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Like :meth:`embed_query`, in a worker thread so the event loop keeps running."""
+        return await asyncio.to_thread(self.embed_query, text)

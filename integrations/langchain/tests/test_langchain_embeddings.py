@@ -1,0 +1,119 @@
+"""GTEEmbeddings beyond the standard suites: values, sharing, async, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from gte_jax import ModelNotFoundError
+from pydantic import ValidationError
+
+from langchain_gte_jax import GTEEmbeddings
+
+TEXTS = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell sharply today."]
+
+
+@pytest.fixture(scope="module")
+def embeddings(minilm_dir) -> GTEEmbeddings:
+    return GTEEmbeddings(model_name=minilm_dir)
+
+
+def test_defaults():
+    fields = GTEEmbeddings.model_fields
+    assert fields["model_name"].default == "thenlper/gte-small"
+    assert fields["dtype"].default == "float32"
+    assert fields["max_length"].default is None
+    assert fields["normalize"].default is True
+    assert fields["show_progress"].default is False
+
+
+def test_vectors_match_sentence_transformers(embeddings, sentence_transformer):
+    ours = np.array(embeddings.embed_documents(TEXTS))
+    ref = sentence_transformer.encode(TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert all(type(x) is float for x in embeddings.embed_documents(TEXTS)[0])
+
+
+def test_query_is_embedded_like_a_document(embeddings):
+    np.testing.assert_allclose(embeddings.embed_query(TEXTS[0]), embeddings.embed_documents(TEXTS)[0], atol=1e-6)
+
+
+def test_normalize_false_gives_raw_mean_pooled_vectors(minilm_dir, embeddings):
+    raw = np.array(GTEEmbeddings(model_name=minilm_dir, normalize=False).embed_documents(TEXTS))
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    assert not np.allclose(norms, 1.0)
+    np.testing.assert_allclose(raw / norms, embeddings.embed_documents(TEXTS), atol=1e-6)
+
+
+def test_instances_with_the_same_settings_share_one_encoder(minilm_dir, embeddings):
+    # batch_size, normalize and show_progress are per call, so they do not need an encoder of their own.
+    same = GTEEmbeddings(model_name=minilm_dir, batch_size=8, normalize=False, show_progress=True)
+    assert same.encoder is embeddings.encoder
+    assert GTEEmbeddings(model_name=minilm_dir, max_length=64).encoder is not embeddings.encoder
+
+
+def test_async_matches_sync(embeddings):
+    async def both():
+        return await embeddings.aembed_documents(TEXTS), await embeddings.aembed_query(TEXTS[1])
+
+    docs, query = asyncio.run(both())
+    np.testing.assert_allclose(docs, embeddings.embed_documents(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(query, embeddings.embed_query(TEXTS[1]), atol=1e-6)
+
+
+def test_async_leaves_the_event_loop_free(embeddings):
+    texts = TEXTS * 43  # a few device steps of one shape
+    embeddings.embed_documents(texts)  # compile first, so that the awaited call is all model work
+
+    async def run() -> int:
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)  # let the ticker start
+        start = ticks
+        await embeddings.aembed_documents(texts)
+        task.cancel()
+        return ticks - start
+
+    # Run on the loop's thread, the model would stop the ticker for the whole call.
+    assert asyncio.run(run()) >= 5
+
+
+def test_empty_list_gives_empty_list(embeddings):
+    assert embeddings.embed_documents([]) == []
+    assert asyncio.run(embeddings.aembed_documents([])) == []
+
+
+def test_non_string_item_is_a_type_error_naming_it(embeddings):
+    with pytest.raises(TypeError, match=r"texts\[1\] is int"):
+        embeddings.embed_documents(["fine", 3])
+    with pytest.raises(TypeError, match=r"texts\[0\] is NoneType"):
+        asyncio.run(embeddings.aembed_documents([None]))
+
+
+def test_single_string_to_embed_documents_is_a_type_error(embeddings):
+    with pytest.raises(TypeError, match="embed_query"):
+        embeddings.embed_documents("one text")
+
+
+def test_non_string_query_is_a_type_error(embeddings):
+    with pytest.raises(TypeError, match="embed_query takes a str, not list"):
+        embeddings.embed_query(["a list"])
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/dir", "no-such-org/no-such-model"])
+def test_missing_model_fails_at_construction(name):
+    with pytest.raises(ModelNotFoundError, match="no-such-model|nonexistent"):
+        GTEEmbeddings(model_name=name)
+
+
+def test_unknown_argument_is_rejected(minilm_dir):
+    with pytest.raises(ValidationError, match="model_kwargs"):
+        GTEEmbeddings(model_name=minilm_dir, model_kwargs={"device": "cpu"})

@@ -1,0 +1,93 @@
+"""GTEEmbedding: LlamaIndex's BaseEmbedding over a shared gte_jax.GTEEncoder."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gte_jax import DEFAULT_MODEL, GTEEncoder
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+
+
+def _prepend(instruction: str | None, text: str) -> str:
+    # A non-string goes through untouched, so that gte_jax rejects it (naming its index) rather than
+    # the f-string quietly turning it into text.
+    return f"{instruction} {text}" if instruction and isinstance(text, str) else text
+
+
+class GTEEmbedding(BaseEmbedding):
+    """GTE text embeddings (``thenlper/gte-small``, ``-base``, ``-large``) computed in JAX.
+
+    The model loads when the object is built, so a wrong name fails there
+    (``gte_jax.ModelNotFoundError``). Objects with the same ``model_name``,
+    ``dtype`` and ``max_length`` share one :class:`gte_jax.GTEEncoder` per
+    process: one copy of the weights, one set of compiled programs.
+
+    Example:
+        .. code-block:: python
+
+            from llama_index.core import Settings
+            from llama_index.embeddings.gte_jax import GTEEmbedding
+
+            Settings.embed_model = GTEEmbedding()  # thenlper/gte-small from the Hugging Face Hub
+    """
+
+    model_name: str = Field(
+        default=DEFAULT_MODEL, description="A Hugging Face Hub id (thenlper/gte-base) or a local model directory."
+    )
+    # Larger than BaseEmbedding's 10: each call is one device step, and small steps leave an accelerator idle.
+    embed_batch_size: int = Field(
+        default=64, gt=0, le=2048, description="Texts per call to the model (and most texts per device step)."
+    )
+    dtype: str = Field(
+        default="float32", description='"float32" (matches PyTorch) or "bfloat16" (bf16 matmuls: faster on GPU/TPU).'
+    )
+    max_length: int | None = Field(
+        default=None, description="Truncation length in tokens; None uses the checkpoint's own (512 for GTE)."
+    )
+    normalize: bool = Field(default=True, description="L2-normalise each vector (GTE is trained for cosine).")
+    query_instruction: str | None = Field(
+        default=None, description="Prepended (with a space) to queries; GTE itself uses none."
+    )
+    text_instruction: str | None = Field(
+        default=None, description="Prepended (with a space) to texts; GTE itself uses none."
+    )
+
+    _encoder: GTEEncoder = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Loads (or reuses) the encoder; raises gte_jax.ModelNotFoundError for an unknown model."""
+        self._encoder = GTEEncoder.shared(self.model_name, dtype=self.dtype, max_length=self.max_length)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GTEEmbedding"
+
+    @property
+    def encoder(self) -> GTEEncoder:
+        """The underlying encoder (shared with other objects for the same model and settings)."""
+        return self._encoder
+
+    def _embed(self, texts: list[str]) -> list[Embedding]:
+        vectors = self._encoder.encode(texts, batch_size=self.embed_batch_size, normalize=self.normalize)
+        return vectors.tolist()
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._embed([_prepend(self.query_instruction, query)])[0]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._embed([_prepend(self.text_instruction, text)])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._embed([_prepend(self.text_instruction, t) for t in texts])
+
+    # The model runs in a worker thread so that the event loop keeps serving other tasks meanwhile.
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
