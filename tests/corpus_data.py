@@ -50,7 +50,7 @@ def child_env() -> dict:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 
 
-def run_measured(cmd: list[str], timeout: float = 300) -> tuple[int, int, str]:
+def run_measured(cmd: list[str]) -> tuple[int, int, str]:
     """Runs ``cmd``; returns its exit code, its own peak RSS in bytes (Linux ru_maxrss is KiB) and stderr."""
     with subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         stderr = proc.stderr.read().decode()

@@ -79,6 +79,11 @@ def init_distributed(args) -> None:
 
 
 def main(args) -> int:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        print("gte-jax embed: error: the corpus job writes Parquet; pip install pyarrow", file=sys.stderr)
+        return 2
     from gte_jax.corpus.job import EmbedJob, JobConflict, run
     from gte_jax.corpus.sources import InputError
     from gte_jax.hub import DEFAULT_MODEL, ModelNotFoundError

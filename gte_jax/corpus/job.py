@@ -182,8 +182,9 @@ def run(job: EmbedJob) -> dict:
         "started": _now(),
     }
     shards.write_json_atomic(manifest_file, manifest)
-    if process == 0:  # a rerun with another process count: earlier manifests would double-count shards
-        for stale in set(load_manifests(out)) - {manifest_file}:
+    if process == 0:  # after a rerun with another process count, the old layout's manifests would double-count
+        layout = {manifest_path(out, k, count) for k in range(count)}
+        for stale in set(load_manifests(out)) - layout:
             os.remove(stale)
 
     done = shards.complete_shards(out)
@@ -199,7 +200,7 @@ def run(job: EmbedJob) -> dict:
         bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
     writer = None
-    tokens = 0
+    rows_done = tokens = 0
     start = time.perf_counter()
     try:
         for piece in source.pieces(size, lambda k: k % count == process and k not in done):
@@ -215,6 +216,7 @@ def run(job: EmbedJob) -> dict:
             writer.rows += piece.rows
             writer.blank += piece.blank
             writer.invalid.extend(piece.invalid)
+            rows_done += piece.rows
             tokens += n_tokens
             if bar is not None:
                 bar.update(piece.rows)
@@ -252,8 +254,7 @@ def run(job: EmbedJob) -> dict:
         },
         invalid_examples=invalid_rows[:20],
         shards=[{"file": shards.shard_name(info["shard"]), **info} for info in mine],
-        seconds=round(time.perf_counter() - start, 3),
-        tokens_embedded_this_run=tokens,
+        this_run={"rows": rows_done, "tokens": tokens, "seconds": round(time.perf_counter() - start, 3)},
     )
     shards.write_json_atomic(manifest_file, manifest)
     if not job.quiet:

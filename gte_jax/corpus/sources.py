@@ -116,7 +116,7 @@ class Source:
         return f"field {self.id_field!r}" if self.id_field else "row number (0-based)"
 
     def pieces(
-        self, shard_size: int, wanted: Callable[[int], bool], *, chunk_rows: int = 8192, chunk_bytes: int = 32 << 20
+        self, shard_size: int, wanted: Callable[[int], bool], *, chunk_rows: int = 8192, chunk_bytes: int = 4 << 20
     ) -> Iterator[Piece]:
         """The rows of the wanted shards, in order, cut into pieces that never span two shards.
 
