@@ -11,7 +11,18 @@ import dataclasses
 
 import numpy as np
 
-LENGTH_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
+# Finer steps than powers of two: padding costs compute on every step, a shape compiles once.
+LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512)
+
+# (batch_size, max_batch_tokens) by backend. On CPU bigger steps do not run faster and pad
+# more (bench/README.md); accelerators want long steps to stay busy.
+DEFAULT_BATCHING = {"cpu": (32, 4096)}
+ACCELERATOR_BATCHING = (256, 65536)
+
+
+def default_batching(backend: str) -> tuple[int, int]:
+    """``(batch_size, max_batch_tokens)`` for a JAX backend name."""
+    return DEFAULT_BATCHING.get(backend, ACCELERATOR_BATCHING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +70,10 @@ def plan_batches(
     """Groups texts of the given token ``lengths`` into padded batches, longest first.
 
     A call that fits in one batch (a query, a handful of texts) gets the
-    smallest row bucket that holds it. A bigger call runs only full batches of
-    ``rows_cap(length)`` rows, each padded to the bucket of its longest text:
-    the tail of one bucket rides along with the longest texts of the next, so
-    no batch but the last is partly empty, and every shape is one of the few
-    ``(rows_cap(L), L)``: a second large call compiles nothing new.
+    smallest row bucket that holds it: low latency. A bigger call runs every
+    length bucket as batches of exactly ``rows_cap(L)`` rows, the bucket's last
+    batch padded with empty rows, so a bulk call compiles at most one program
+    per length bucket, and once a bucket has been seen it never compiles again.
 
     Args:
         lengths: tokens per text (special tokens included).
@@ -74,23 +84,21 @@ def plan_batches(
     """
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: the biggest programs compile first
-    padded = [bucket_for(int(n), buckets) for n in lengths[order]]
+    padded = np.array([bucket_for(int(n), buckets) for n in lengths[order]], dtype=np.int64)
 
     def cap(length):
         return rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
 
-    n = len(order)
-    if n == 0:
+    if len(order) == 0:
         return []
-    if n <= cap(padded[0]):
-        return [Batch(order, row_bucket(n, cap(padded[0]), multiple_of), padded[0])]
+    longest = int(padded[0])
+    if len(order) <= cap(longest):
+        return [Batch(order, row_bucket(len(order), cap(longest), multiple_of), longest)]
     batches = []
-    start = 0
-    while start < n:
-        length = padded[start]
-        stop = min(start + cap(length), n)
-        batches.append(Batch(order[start:stop], cap(length), length))
-        start = stop
+    for length in sorted(set(padded.tolist()), reverse=True):
+        members = order[padded == length]
+        rows = cap(length)
+        batches += [Batch(members[i : i + rows], rows, length) for i in range(0, len(members), rows)]
     return batches
 
 

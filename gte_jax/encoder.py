@@ -62,8 +62,8 @@ class GTEEncoder:
         *,
         pooling: str = "mean",
         mesh: Mesh | None = None,
-        batch_size: int = 64,
-        max_batch_tokens: int = 16384,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
         name: str = "",
     ):
         self.model = model
@@ -72,8 +72,9 @@ class GTEEncoder:
         self.dim = self.config.hidden_size
         self.pooling = pooling
         self.mesh = mesh if mesh is not None else sharding.default_mesh()
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
+        default_rows, default_tokens = batching.default_batching(self.mesh.devices.flat[0].platform)
+        self.batch_size = batch_size or default_rows
+        self.max_batch_tokens = max_batch_tokens or default_tokens
         self.name = name
         self.dtype = model.embeddings.word_embeddings.embedding.get_value().dtype
         self._graphdef, self._state = nnx.split(model)
@@ -96,8 +97,8 @@ class GTEEncoder:
         dtype: str = "float32",
         max_length: int | None = None,
         mesh: Mesh | None = None,
-        batch_size: int = 64,
-        max_batch_tokens: int = 16384,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
         attention_impl: str | None = None,
         revision: str | None = None,
         cache_dir: str | None = None,
@@ -113,8 +114,10 @@ class GTEEncoder:
             mesh: devices to run on; a 1-D ``data`` mesh over all devices by default. A mesh
                 with axes ``("data", "model")`` also splits attention heads and the FFN over
                 ``model`` (tensor parallelism, for gte-large on small devices).
-            batch_size: most texts per device step.
-            max_batch_tokens: most padded tokens per device step.
+            batch_size: most texts per device step (per step, across all devices);
+                by default 32 on CPU, 256 on accelerators.
+            max_batch_tokens: most padded tokens per device step, so long texts get
+                fewer rows; by default 4,096 on CPU, 65,536 on accelerators.
             attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
                 backend's fastest by default.
             revision, cache_dir: passed to huggingface_hub for Hub ids.
@@ -205,14 +208,32 @@ class GTEEncoder:
         must call it (collectively, its own texts, maybe none).
         """
         texts, single = _check_texts(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out = self.encode_tokens(
+            self.tokenize(texts), batch_size=batch_size, normalize=normalize, show_progress=show_progress
+        )
+        return out[0] if single else out
+
+    def encode_tokens(
+        self,
+        token_ids: list[np.ndarray],
+        *,
+        batch_size: int | None = None,
+        normalize: bool = True,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embeds texts already tokenised by :meth:`tokenize` (for callers that also count tokens).
+
+        Returns:
+            float32 ``[len(token_ids), dim]``, in input order.
+        """
+        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         batch_size = batch_size or self.batch_size
         if sharding.is_multiprocess(self.mesh):
             # Collective: every process calls encode, each with its own texts (maybe none).
-            self._run_multiprocess(self.tokenize(texts), out, batch_size, normalize, show_progress)
-        elif texts:
-            self._run(self.tokenize(texts), out, batch_size, normalize, show_progress)
-        return out[0] if single else out
+            self._run_multiprocess(token_ids, out, batch_size, normalize, show_progress)
+        elif token_ids:
+            self._run(token_ids, out, batch_size, normalize, show_progress)
+        return out
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
         """The padded batches :meth:`encode` runs for these token ids."""

@@ -50,7 +50,26 @@ class Tokenizer:
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids (with [CLS] and [SEP]) per text, each at most ``max_length`` long."""
-        return [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch(texts)]
+        # The tokenizer truncates only after tokenising the whole text: cut very long texts first,
+        # at a whitespace boundary, where no WordPiece token can straddle the cut.
+        limit = self.max_length * _CHARS_PER_TOKEN
+        cut = [_cut_at_space(t, limit) if len(t) > limit else t for t in texts]
+        ids = [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch(cut)]
+        # A cut text that no longer fills max_length tokens (very long words, no spaces) is redone whole.
+        redo = [i for i, t in enumerate(texts) if cut[i] is not t and len(ids[i]) < self.max_length]
+        for i, e in zip(redo, self.backend.encode_batch([texts[i] for i in redo]), strict=True):
+            ids[i] = np.asarray(e.ids, dtype=np.int32)
+        return ids
+
+
+# Far more characters than a WordPiece token ever covers in English prose.
+_CHARS_PER_TOKEN = 20
+
+
+def _cut_at_space(text: str, limit: int) -> str:
+    """``text`` up to the last whitespace before ``limit`` characters (all of it if there is none)."""
+    i = max(text.rfind(c, 0, limit) for c in " \n\t")
+    return text[:i] if i > 0 else text
 
 
 def _tokenizer_config(model_dir: str) -> dict:

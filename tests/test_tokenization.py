@@ -25,3 +25,14 @@ def test_token_ids_match_transformers(tmp_path, minilm_dir, sts_test, files, max
 def test_missing_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer.json or vocab.txt"):
         Tokenizer.from_dir(str(tmp_path), 512)
+
+
+def test_very_long_texts_are_cut_before_tokenising_with_the_same_ids(minilm_dir):
+    tok = Tokenizer.from_dir(minilm_dir, 128)
+    texts = [
+        "Long prose, repeated: the quick brown fox jumps over the lazy dog. " * 400,  # cut at a space
+        "x" * 30000,  # no whitespace: tokenised whole
+        "ab " + "y" * 30000,  # one space, then one huge word ([UNK])
+        "日本語" * 5000,  # no spaces, one token per character
+    ]
+    assert [list(map(int, t)) for t in tok(texts)] == torch_token_ids(minilm_dir, texts, max_length=128)

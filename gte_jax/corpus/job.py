@@ -123,10 +123,7 @@ def _now() -> str:
 def embed_texts(enc, texts: list[str], batch_size: int, normalize: bool) -> tuple[np.ndarray, int]:
     """``[len(texts), dim]`` float32 embeddings and the number of tokens they took."""
     token_ids = enc.tokenize(texts)
-    out = np.zeros((len(texts), enc.dim), dtype=np.float32)
-    if texts:
-        # TODO: use a public GTEEncoder method for pre-tokenised input once there is one.
-        enc._run(token_ids, out, batch_size, normalize, False)
+    out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize)
     return out, sum(len(t) for t in token_ids)
 
 

@@ -319,9 +319,11 @@ def _id_problem(value, id_type: str, field: str, *, present: bool) -> str | None
     if not present:
         return f"no {field!r} field (the first record has one, so every record needs one)"
     if id_type == "string":
-        return None if isinstance(value, str) else f"the id {field!r} is {_json_type(value)}, not a string as before"
+        if isinstance(value, str):
+            return None
+        return f"the id {field!r} is {_json_type(value)}, not a string like the first record's"
     if isinstance(value, bool) or not isinstance(value, int):
-        return f"the id {field!r} is {_json_type(value)}, not an integer as before"
+        return f"the id {field!r} is {_json_type(value)}, not an integer like the first record's"
     if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
         return f"the id {field!r} does not fit in 64 bits"
     return None

@@ -1,0 +1,112 @@
+"""What the benchmarks share: STS-B texts, 300-512-token documents, random-init GTE checkpoints, child runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STSB_DIR = os.environ.get("GTE_JAX_STSB_DIR", os.path.join(REPO, "..", "shared", "data", "stsbenchmark"))
+CACHE_DIR = os.environ.get("GTE_JAX_BENCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gte_jax_bench"))
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# (hidden, layers, heads, intermediate) of the GTE checkpoints.
+SHAPES = {"gte-small": (384, 12, 12, 1536), "gte-base": (768, 12, 12, 3072), "gte-large": (1024, 24, 16, 4096)}
+
+
+def sts_sentences(split: str = "test") -> list[str]:
+    """Both sentences of every STS-B pair (tab-separated, no quoting: fields 5 and 6)."""
+    path = os.path.join(STSB_DIR, f"sts-{split}.csv")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing; set GTE_JAX_STSB_DIR to the folder holding sts-{split}.csv.")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            out += [fields[5], fields[6]]
+    return out
+
+
+def token_counts(model_dir: str, texts: list[str], max_length: int = 512) -> list[int]:
+    """Tokens per text ([CLS] and [SEP] included) after truncation, with the checkpoint's tokenizer."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return [min(len(e.ids), max_length) for e in tok.encode_batch(texts)]
+
+
+def long_documents(sentences: list[str], model_dir: str, n: int, lo: int = 300, hi: int = 512, seed: int = 0):
+    """``n`` documents of ``lo``-``hi`` tokens, each STS-B sentences joined until a random target length."""
+    rng = random.Random(seed)
+    lengths = token_counts(model_dir, sentences, max_length=10**9)
+    docs = []
+    i = rng.randrange(len(sentences))
+    while len(docs) < n:
+        target = rng.randint(lo, hi - 20)
+        parts, total = [], 2
+        while total < target:
+            parts.append(sentences[i])
+            total += lengths[i] - 2
+            i = (i + 1) % len(sentences)
+        docs.append(" ".join(parts))
+    return docs
+
+
+def tokenizer_source() -> str:
+    """A folder with bert-base-uncased's tokenizer files (GTE's vocabulary): the MiniLM test fixture."""
+    sys.path.insert(0, REPO)
+    from conftest import minilm_path
+
+    return minilm_path()
+
+
+def random_checkpoint(shape: str = "gte-small", seed: int = 0) -> str:
+    """A random-init BERT of a GTE shape, in sentence-transformers layout, written once under the cache dir."""
+    out = os.path.join(CACHE_DIR, f"{shape}-random-{seed}")
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        return out
+    import torch
+    from transformers import BertConfig, BertModel
+
+    hidden, layers, heads, inter = SHAPES[shape]
+    torch.manual_seed(seed)
+    model = BertModel(
+        BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=inter)
+    )
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=CACHE_DIR)
+    model.save_pretrained(tmp)
+    src = tokenizer_source()
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
+    # Explicit sentence-transformers config, so both sides mean-pool and truncate at 512 tokens.
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    pooling = {"word_embedding_dimension": hidden, "pooling_mode_mean_tokens": True}
+    with open(os.path.join(tmp, "modules.json"), "w") as f:
+        json.dump(modules, f)
+    with open(os.path.join(tmp, "sentence_bert_config.json"), "w") as f:
+        json.dump({"max_seq_length": 512, "do_lower_case": False}, f)
+    os.makedirs(os.path.join(tmp, "1_Pooling"))
+    with open(os.path.join(tmp, "1_Pooling", "config.json"), "w") as f:
+        json.dump(pooling, f)
+    os.replace(tmp, out)
+    return out
+
+
+def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
+    """Runs ``python script args`` in a fresh process; its last stdout line is a JSON result."""
+    proc = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
