@@ -16,7 +16,7 @@ LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512)
 
 # (batch_size, max_batch_tokens) by backend. On CPU bigger steps do not run faster and pad
 # more (bench/README.md); accelerators want long steps to stay busy.
-DEFAULT_BATCHING = {"cpu": (32, 4096)}
+DEFAULT_BATCHING = {"cpu": (32, 1024)}
 ACCELERATOR_BATCHING = (256, 65536)
 
 

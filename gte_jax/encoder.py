@@ -117,7 +117,7 @@ class GTEEncoder:
             batch_size: most texts per device step (per step, across all devices);
                 by default 32 on CPU, 256 on accelerators.
             max_batch_tokens: most padded tokens per device step, so long texts get
-                fewer rows; by default 4,096 on CPU, 65,536 on accelerators.
+                fewer rows; by default 1,024 on CPU, 65,536 on accelerators.
             attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
                 backend's fastest by default.
             revision, cache_dir: passed to huggingface_hub for Hub ids.
