@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -15,13 +14,11 @@ from gte_jax import GTEEncoder, ModelNotFoundError
 
 def test_unreachable_hub_model_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: nothing to fall back on
-    start = time.perf_counter()
     with pytest.raises(ModelNotFoundError) as err:
         GTEEncoder.from_pretrained("no-such-org/no-such-gte-model", cache_dir=str(tmp_path))
     msg = str(err.value)
     assert "no-such-org/no-such-gte-model" in msg and "local model directory" in msg
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback soup
-    assert time.perf_counter() - start < 60
 
 
 def test_missing_local_directory_is_a_clear_error():
