@@ -9,20 +9,10 @@ import sys
 
 import numpy as np
 
-# Everything besides the weights that a model directory needs, copied verbatim.
-COPIED_FILES = [
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "1_Pooling/config.json",
-    "README.md",
-    "LICENSE",
-]
+from gte_jax.hub import METADATA_FILES
+
+# The model directory's files besides the weights, copied verbatim, with its card and licence.
+COPIED_FILES = [*METADATA_FILES, "config_sentence_transformers.json", "README.md", "LICENSE"]
 CHECK_TEXTS = [
     "what is a tensor?",
     "A tensor is a multi-dimensional array of numbers.",

@@ -248,8 +248,9 @@ class GTEEncoder:
     def warmup(self, batch_size: int | None = None) -> int:
         """Compiles the program of every (length bucket, row bucket) shape up front.
 
-        Covers ``encode(..., normalize=True)``, the default. Returns the number of shapes. With ``jax.config.update("jax_compilation_cache_dir", DIR)``
-        the compiled programs also persist across processes.
+        Covers ``encode(..., normalize=True)``, the default. Returns the number of shapes.
+        With ``jax.config.update("jax_compilation_cache_dir", DIR)`` the compiled programs
+        also persist across processes.
         """
         shapes = batching.all_shapes(
             batching.length_buckets(self.max_length),

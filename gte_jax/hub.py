@@ -9,7 +9,8 @@ from gte_jax.params import FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, 
 
 DEFAULT_MODEL = "thenlper/gte-small"
 
-_METADATA = [
+# Everything besides the weights that a model directory may hold and we read.
+METADATA_FILES = [
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -49,7 +50,7 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
 
     def fetch(weights: list[str]) -> str:
         return huggingface_hub.snapshot_download(
-            name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=_METADATA + weights
+            name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=METADATA_FILES + weights
         )
 
     try:

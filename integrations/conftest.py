@@ -47,3 +47,33 @@ def reference_top1_hits(sentence_transformer, sts_paraphrases) -> int:
     finally:
         torch.set_num_threads(threads)
     return int(np.sum(np.argmax(q @ c.T, axis=1) == np.asarray(gold)))
+
+
+@pytest.fixture
+def loop_ticks_during():
+    """``f(make_coroutine) -> ticks``: how often a 1 ms ticker ran on the event loop while the coroutine ran.
+
+    Work done on the loop's own thread stops the ticker for the whole call; work handed to a thread does not.
+    """
+    import asyncio
+
+    def measure(make_coroutine) -> int:
+        async def run() -> int:
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.001)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)  # let the ticker start
+            start = ticks
+            await make_coroutine()
+            task.cancel()
+            return ticks - start
+
+        return asyncio.run(run())
+
+    return measure

@@ -62,28 +62,10 @@ def test_async_matches_sync(embeddings):
     np.testing.assert_allclose(query, embeddings.embed_query(TEXTS[1]), atol=1e-6)
 
 
-def test_async_leaves_the_event_loop_free(embeddings):
+def test_async_leaves_the_event_loop_free(embeddings, loop_ticks_during):
     texts = TEXTS * 43  # a few device steps of one shape
     embeddings.embed_documents(texts)  # compile first, so that the awaited call is all model work
-
-    async def run() -> int:
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.001)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)  # let the ticker start
-        start = ticks
-        await embeddings.aembed_documents(texts)
-        task.cancel()
-        return ticks - start
-
-    # Run on the loop's thread, the model would stop the ticker for the whole call.
-    assert asyncio.run(run()) >= 5
+    assert loop_ticks_during(lambda: embeddings.aembed_documents(texts)) >= 5
 
 
 def test_empty_list_gives_empty_list(embeddings):

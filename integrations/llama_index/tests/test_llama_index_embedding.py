@@ -87,29 +87,11 @@ def test_async_equals_sync(embed_model):
     np.testing.assert_allclose(batch, embed_model.get_text_embedding_batch(TEXTS), atol=1e-6)
 
 
-def test_async_leaves_the_event_loop_free(minilm_dir):
+def test_async_leaves_the_event_loop_free(minilm_dir, loop_ticks_during):
     model = GTEEmbedding(model_name=minilm_dir, embed_batch_size=64)
     texts = TEXTS * 13  # two device steps of one shape
     model.get_text_embedding_batch(texts)  # compile first, so that the awaited call is all model work
-
-    async def run() -> int:
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.001)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)  # let the ticker start
-        start = ticks
-        await model._aget_text_embeddings(texts)
-        task.cancel()
-        return ticks - start
-
-    # Run on the loop's thread, the model would stop the ticker for the whole call.
-    assert asyncio.run(run()) >= 5
+    assert loop_ticks_during(lambda: model._aget_text_embeddings(texts)) >= 5
 
 
 def test_instances_with_the_same_settings_share_one_encoder(minilm_dir, embed_model):
