@@ -211,7 +211,7 @@ def load_model(
             )
             continue
         placement = sharding(path) if sharding is not None else None
-        values[path] = jax.device_put(np.asarray(array, dtype=np.float32).astype(target.dtype), placement)
+        values[path] = jax.device_put(np.asarray(array, dtype=target.dtype), placement)
     errors += [f"missing key for {path} (shape {tuple(targets[path].shape)})" for path in targets if path not in seen]
     if errors:
         raise CheckpointError(

@@ -35,17 +35,18 @@ class Tokenizer:
         """
         tj = os.path.join(model_dir, "tokenizer.json")
         vocab = os.path.join(model_dir, "vocab.txt")
+        config = _tokenizer_config(model_dir)
         if os.path.isfile(tj):
             backend = _HFTokenizer.from_file(tj)
         elif os.path.isfile(vocab):
-            lower = _tokenizer_config(model_dir).get("do_lower_case", True)
+            lower = config.get("do_lower_case", True)
             backend = BertWordPieceTokenizer(vocab, lowercase=lower)._tokenizer
         else:
             raise FileNotFoundError(
                 f"{model_dir}: no tokenizer.json or vocab.txt; copy the tokenizer files of the "
                 "original model into this directory."
             )
-        pad = backend.token_to_id(_tokenizer_config(model_dir).get("pad_token", "[PAD]"))
+        pad = backend.token_to_id(config.get("pad_token", "[PAD]"))
         return cls(backend, max_length, 0 if pad is None else pad)
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
