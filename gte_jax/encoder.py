@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,11 @@ from gte_jax.tokenization import Tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+# encode() tokenises this much ahead of the device at a time (tokenizers keeps every truncated-away
+# token of a batch until it returns), never the whole input at once.
+TOKENIZE_AHEAD_CHARS = 4 << 20
+TOKENIZE_AHEAD_TEXTS = 8192
+
 
 def _embed(graphdef, state, input_ids, attention_mask, *, pooling: str, normalize: bool):
     model = nnx.merge(graphdef, state)
@@ -35,16 +41,55 @@ def _embed(graphdef, state, input_ids, attention_mask, *, pooling: str, normaliz
 
 
 def _check_texts(texts) -> tuple[list[str], bool]:
-    """The texts as a list, and whether a single string was given."""
+    """The texts as a list, and whether a single string was given.
+
+    Raises:
+        TypeError: ``texts`` is not a string or a sequence of strings (the message names the bad item).
+        ValueError: a text holds a lone surrogate (the message names its index).
+    """
     if isinstance(texts, str):
-        return [texts], True
-    if not isinstance(texts, Iterable):
+        texts = [texts]
+        single = True
+    elif isinstance(texts, (bytes, bytearray)):
+        raise TypeError("texts is bytes; decode it first (texts.decode('utf-8')).")
+    elif isinstance(texts, Mapping):
+        raise TypeError("texts is a mapping; pass a list of strings (for example list(d.values())).")
+    elif not isinstance(texts, Iterable):
         raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}.")
-    texts = list(texts)
+    else:
+        texts, single = list(texts), False
     for i, t in enumerate(texts):
+        if isinstance(t, (bytes, bytearray)):
+            raise TypeError(f"texts[{i}] is bytes, not str; decode it first (t.decode('utf-8')).")
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str; pass only strings (convert or drop it).")
-    return texts, False
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"texts[{i}] holds a lone surrogate ({t[e.start]!r} at character {e.start}), which is not "
+                    "text; decode the source with errors='replace' or drop the character."
+                ) from None
+    return texts, single
+
+
+def _check_positive(name: str, value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer or None (the backend's default), not {value!r}.")
+    return value
+
+
+def _tokenize_chunks(texts: list[str], window: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` ranges of ``texts`` to tokenise at a time, so memory stays flat however many come."""
+    start = chars = 0
+    for i, t in enumerate(texts):
+        chars += min(len(t), window)
+        if chars >= TOKENIZE_AHEAD_CHARS or i + 1 - start >= TOKENIZE_AHEAD_TEXTS:
+            yield start, i + 1
+            start, chars = i + 1, 0
+    if start < len(texts):
+        yield start, len(texts)
 
 
 class GTEEncoder:
@@ -73,8 +118,8 @@ class GTEEncoder:
         self.pooling = pooling
         self.mesh = mesh if mesh is not None else sharding.default_mesh()
         default_rows, default_tokens = batching.default_batching(self.mesh.devices.flat[0].platform)
-        self.batch_size = batch_size or default_rows
-        self.max_batch_tokens = max_batch_tokens or default_tokens
+        self.batch_size = _check_positive("batch_size", batch_size) or default_rows
+        self.max_batch_tokens = _check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
         self.name = name
         self.dtype = model.embeddings.word_embeddings.embedding.get_value().dtype
         self._graphdef, self._state = nnx.split(model)
@@ -201,16 +246,27 @@ class GTEEncoder:
             Texts longer than :attr:`max_length` tokens are truncated.
 
         Raises:
-            TypeError: an item is not a string (the message names its index).
+            TypeError: ``texts`` is bytes or a mapping, or an item is not a string (the message names its index).
+            ValueError: a text holds a lone surrogate (named by index), or ``batch_size`` is not positive.
+
+        Texts are tokenised a few megabytes at a time, just ahead of the device, so memory stays
+        flat however many texts come in one call.
 
         Safe to call from several threads at once (the encoder's state is read-only).
         Under ``jax.distributed`` with a mesh over several processes, every process
         must call it (collectively, its own texts, maybe none).
         """
         texts, single = _check_texts(texts)
-        out = self.encode_tokens(
-            self.tokenize(texts), batch_size=batch_size, normalize=normalize, show_progress=show_progress
-        )
+        batch_size = _check_positive("batch_size", batch_size) or self.batch_size
+        if sharding.is_multiprocess(self.mesh):  # collective: every process plans from all of its texts
+            out = self.encode_tokens(
+                self.tokenize(texts), batch_size=batch_size, normalize=normalize, show_progress=show_progress
+            )
+        else:
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            with _progress(len(texts), show_progress) as bar:
+                for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
+                    self._run(self.tokenize(texts[start:stop]), out[start:stop], batch_size, normalize, bar)
         return out[0] if single else out
 
     def encode_tokens(
@@ -227,12 +283,13 @@ class GTEEncoder:
             float32 ``[len(token_ids), dim]``, in input order.
         """
         out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
-        batch_size = batch_size or self.batch_size
-        if sharding.is_multiprocess(self.mesh):
-            # Collective: every process calls encode, each with its own texts (maybe none).
-            self._run_multiprocess(token_ids, out, batch_size, normalize, show_progress)
-        elif token_ids:
-            self._run(token_ids, out, batch_size, normalize, show_progress)
+        batch_size = _check_positive("batch_size", batch_size) or self.batch_size
+        with _progress(len(token_ids), show_progress) as bar:
+            if sharding.is_multiprocess(self.mesh):
+                # Collective: every process calls encode, each with its own texts (maybe none).
+                self._run_multiprocess(token_ids, out, batch_size, normalize, bar)
+            elif token_ids:
+                self._run(token_ids, out, batch_size, normalize, bar)
         return out
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
@@ -264,7 +321,7 @@ class GTEEncoder:
             self._forward(self._state, zeros, zeros, pooling=self.pooling, normalize=True).block_until_ready()
         return len(shapes)
 
-    def _run(self, token_ids, out, batch_size, normalize, show_progress):
+    def _run(self, token_ids, out, batch_size, normalize, bar):
         in_sharding = sharding.batch_sharding(self.mesh)
 
         def steps():
@@ -273,9 +330,9 @@ class GTEEncoder:
                 ids, mask = jax.device_put((ids, mask), in_sharding)
                 yield batch.indices, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)
 
-        self._collect(steps(), out, len(token_ids), show_progress, np.asarray)
+        self._collect(steps(), out, bar, np.asarray)
 
-    def _run_multiprocess(self, token_ids, out, batch_size, normalize, show_progress):
+    def _run_multiprocess(self, token_ids, out, batch_size, normalize, bar):
         """Every process runs the same sequence of global batches; each fills its rows with its own texts."""
         from jax.experimental import multihost_utils
 
@@ -304,16 +361,11 @@ class GTEEncoder:
         def to_local(vectors):
             return np.asarray(multihost_utils.global_array_to_host_local_array(vectors, self.mesh, in_sharding.spec))
 
-        self._collect(steps(), out, len(token_ids), show_progress, to_local)
+        self._collect(steps(), out, bar, to_local)
 
     @staticmethod
-    def _collect(steps, out, total, show_progress, to_host):
+    def _collect(steps, out, bar, to_host):
         """Drains (indices, device result) pairs into ``out`` while the next batches are dispatched."""
-        bar = None
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, unit="text", desc="embedding")
         pending = []
 
         def drain(indices, vectors):
@@ -329,5 +381,15 @@ class GTEEncoder:
                 drain(*pending.pop(0))
         for step in pending:
             drain(*step)
-        if bar is not None:
-            bar.close()
+
+
+@contextlib.contextmanager
+def _progress(total: int, show: bool):
+    """A tqdm bar over ``total`` texts, or None."""
+    if not show:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="text", desc="embedding") as bar:
+        yield bar

@@ -1,20 +1,59 @@
-"""WordPiece tokenisation with the ``tokenizers`` library, truncating, never padding."""
+"""WordPiece tokenisation with the ``tokenizers`` library, truncating, never padding.
+
+A text is truncated to ``max_length`` tokens, but ``tokenizers`` only truncates
+after tokenising the whole text, so a 50 MB line would cost gigabytes. Texts
+longer than a window of characters are therefore tokenised a window at a time,
+each window cut just before a character where BERT's pre-tokeniser always
+splits (whitespace, punctuation, CJK ideographs), until ``max_length`` tokens
+are collected. Tokens never straddle such a cut, so the ids are those of the
+whole text (``tests/test_tokenization.py`` checks this against transformers).
+"""
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+import re
+import unicodedata
 
 import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
+
+from gte_jax.hub import read_json
+
+# Far more characters than a WordPiece token ever covers in English prose.
+CHARS_PER_TOKEN = 20
+
+# Whitespace that BERT's normaliser keeps as a space (Rust's White_Space minus the control characters it
+# deletes: \x0b, \x0c and \x85 vanish, joining their neighbours).
+_SPACES = " \t\n\r\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Ideographs that BERT's normaliser surrounds with spaces (``handle_chinese_chars``).
+_CJK = (
+    "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
+    "\U0002b820-\U0002ceaf\U0002f800-\U0002fa1f"
+)
+
+
+@functools.cache
+def _punctuation() -> str:
+    """Characters of Unicode category P* that every Unicode version since BERT agrees on, as a regex class body."""
+    blocks = (range(0x21, 0x2E00), range(0x3000, 0x3040), range(0xFF00, 0xFFF0))
+    chars = [chr(c) for r in blocks for c in r if unicodedata.category(chr(c)).startswith("P")]
+    return "".join(re.escape(c) for c in chars)
+
+
+@functools.cache
+def _boundary(cjk: bool) -> re.Pattern:
+    """Characters before which BERT's pre-tokeniser always starts a new token."""
+    return re.compile(f"[{_SPACES}{_punctuation()}{_CJK if cjk else ''}]")
 
 
 class Tokenizer:
     """Turns texts into token-id arrays, matching transformers' tokenizer for the checkpoint.
 
     Args:
-        backend: a ``tokenizers.Tokenizer``.
+        backend: a ``tokenizers.Tokenizer`` (BERT normaliser and pre-tokeniser).
         max_length: texts longer than this many tokens (special tokens included) are truncated.
         pad_token_id: the id used for padding by the batching code.
     """
@@ -25,6 +64,15 @@ class Tokenizer:
         self.pad_token_id = pad_token_id
         backend.no_padding()  # the encoder pads to its own length buckets
         backend.enable_truncation(max_length)
+        # Texts longer than this many characters are tokenised a window at a time.
+        self.window = max_length * CHARS_PER_TOKEN
+        self._special = backend.encode("").ids  # [CLS], [SEP]: what the template adds around a text
+        self._boundary = _boundary(getattr(backend.normalizer, "handle_chinese_chars", False) is True)
+
+    @property
+    def vocab_size(self) -> int:
+        """How many ids the tokenizer can produce (added tokens included)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
 
     @classmethod
     def from_dir(cls, model_dir: str, max_length: int) -> Tokenizer:
@@ -35,7 +83,7 @@ class Tokenizer:
         """
         tj = os.path.join(model_dir, "tokenizer.json")
         vocab = os.path.join(model_dir, "vocab.txt")
-        config = _tokenizer_config(model_dir)
+        config = read_json(model_dir, "tokenizer_config.json") or {}
         if os.path.isfile(tj):
             backend = _HFTokenizer.from_file(tj)
         elif os.path.isfile(vocab):
@@ -46,40 +94,66 @@ class Tokenizer:
                 f"{model_dir}: no tokenizer.json or vocab.txt; copy the tokenizer files of the "
                 "original model into this directory."
             )
-        pad = backend.token_to_id(config.get("pad_token", "[PAD]"))
+        pad_token = config.get("pad_token", "[PAD]")
+        if isinstance(pad_token, dict):  # an AddedToken, serialised
+            pad_token = pad_token.get("content", "[PAD]")
+        pad = backend.token_to_id(pad_token)
         return cls(backend, max_length, 0 if pad is None else pad)
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids (with [CLS] and [SEP]) per text, each at most ``max_length`` long."""
-        # The tokenizer truncates only after tokenising the whole text: cut very long texts first,
-        # at a whitespace boundary, where no WordPiece token can straddle the cut.
-        limit = self.max_length * _CHARS_PER_TOKEN
-        cut = [_cut_at_space(t, limit) if len(t) > limit else t for t in texts]
-        ids = [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch(cut)]
-        # A cut text that no longer fills max_length tokens (very long words, no spaces) is redone whole.
-        redo = [i for i, t in enumerate(texts) if cut[i] is not t and len(ids[i]) < self.max_length]
-        for i, e in zip(redo, self.backend.encode_batch([texts[i] for i in redo]), strict=True):
+        short = [i for i, t in enumerate(texts) if len(t) <= self.window]
+        ids: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+        for i, e in zip(short, self.backend.encode_batch([texts[i] for i in short]), strict=True):
             ids[i] = np.asarray(e.ids, dtype=np.int32)
+        for i, t in enumerate(texts):
+            if ids[i] is None:
+                ids[i] = self._encode_long(t)
         return ids
 
+    def _encode_long(self, text: str) -> np.ndarray:
+        """The ids of a text longer than :attr:`window`, tokenising only as much of it as they need."""
+        need = self.max_length - len(self._special)
+        content: list[int] = []
+        for piece in self._pieces(text):
+            content += self.backend.encode(piece, add_special_tokens=False).ids
+            if len(content) >= need:
+                break
+        return np.asarray([*self._special[:1], *content[:need], *self._special[1:]], dtype=np.int32)
 
-# Far more characters than a WordPiece token ever covers in English prose.
-_CHARS_PER_TOKEN = 20
+    def _pieces(self, text: str):
+        """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters."""
+        start = 0
+        while start < len(text):
+            end = start + self.window
+            if end >= len(text):
+                yield text[start:]
+                return
+            last = self._boundary.search(text[start:end][::-1])  # the window's last boundary
+            cut = end - last.start() - 1 if last else start
+            if cut > start:
+                yield text[start:cut]
+                start = cut
+            elif last:  # the window's only boundary is its first character
+                yield text[start]
+                start += 1
+            else:  # one word longer than the window
+                after = self._boundary.search(text, end)
+                word_end = after.start() if after else len(text)
+                yield self._normalized_word(text, start, word_end)
+                start = word_end
 
+    def _normalized_word(self, text: str, start: int, end: int) -> str:
+        """``text[start:end]`` (one word) normalised, or its first part once that is too long to be anything
+        but one [UNK]: WordPiece gives up on words longer than ``max_input_chars_per_word``.
 
-def _cut_at_space(text: str, limit: int) -> str:
-    """``text`` up to the last whitespace before ``limit`` characters (all of it if there is none)."""
-    i = max(text.rfind(c, 0, limit) for c in " \n\t")
-    return text[:i] if i > 0 else text
-
-
-def _tokenizer_config(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "tokenizer_config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
-    pad = cfg.get("pad_token")
-    if isinstance(pad, dict):  # AddedToken serialised
-        cfg["pad_token"] = pad.get("content", "[PAD]")
-    return cfg
+        Normalising a window at a time bounds the memory; a normalised word tokenises as the raw word does.
+        """
+        normalize = self.backend.normalizer.normalize_str if self.backend.normalizer else str
+        limit = getattr(self.backend.model, "max_input_chars_per_word", 100)
+        word = ""
+        for a in range(start, end, self.window):
+            word += normalize(text[a : min(a + self.window, end)])
+            if len(word) > limit:
+                break
+        return word

@@ -9,6 +9,9 @@ from gte_jax import DEFAULT_MODEL, GTEEncoder
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+# The settings an encoder is loaded with; the others apply per call.
+ENCODER_FIELDS = ("model_name", "dtype", "max_length")
+
 
 class GTEEmbeddings(BaseModel, Embeddings):
     """GTE text embeddings (``thenlper/gte-small``, ``-base``, ``-large``) computed in JAX.
@@ -51,6 +54,16 @@ class GTEEmbeddings(BaseModel, Embeddings):
     def model_post_init(self, context: Any, /) -> None:
         """Loads (or reuses) the encoder; raises gte_jax.ModelNotFoundError for an unknown model."""
         self._encoder = GTEEncoder.shared(self.model_name, dtype=self.dtype, max_length=self.max_length)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Setting ``model_name``, ``dtype`` or ``max_length`` loads that encoder first (no change if that fails)."""
+        if name in ENCODER_FIELDS and value != getattr(self, name):
+            settings = {field: getattr(self, field) for field in ENCODER_FIELDS} | {name: value}
+            encoder = GTEEncoder.shared(settings.pop("model_name"), **settings)
+            super().__setattr__(name, value)
+            self._encoder = encoder
+        else:
+            super().__setattr__(name, value)
 
     @property
     def encoder(self) -> GTEEncoder:

@@ -99,3 +99,14 @@ def test_missing_model_fails_at_construction(name):
 def test_unknown_argument_is_rejected(minilm_dir):
     with pytest.raises(ValidationError, match="model_kwargs"):
         GTEEmbeddings(model_name=minilm_dir, model_kwargs={"device": "cpu"})
+
+
+def test_changing_an_encoder_setting_loads_that_encoder(minilm_dir):
+    embeddings = GTEEmbeddings(model_name=minilm_dir)
+    embeddings.max_length = 32
+    assert embeddings.encoder.max_length == 32
+    expected = GTEEmbeddings(model_name=minilm_dir, max_length=32).embed_query(TEXTS[0])
+    np.testing.assert_allclose(embeddings.embed_query(TEXTS[0]), expected)
+    with pytest.raises(ModelNotFoundError):
+        embeddings.model_name = "/nonexistent/dir"
+    assert embeddings.model_name == minilm_dir and embeddings.encoder.max_length == 32  # unchanged

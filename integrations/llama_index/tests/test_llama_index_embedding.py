@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 from gte_jax import ModelNotFoundError
+from pydantic import ValidationError
 
 from llama_index.embeddings.gte_jax import GTEEmbedding
 
@@ -119,3 +120,32 @@ def test_non_string_is_a_type_error(minilm_dir, instruction):
 def test_missing_model_fails_at_construction(name):
     with pytest.raises(ModelNotFoundError, match="no-such-model|nonexistent"):
         GTEEmbedding(model_name=name)
+
+
+@pytest.mark.parametrize("option", [{"batch_size": 8}, {"modle_name": "thenlper/gte-base"}])
+def test_unknown_keyword_is_rejected(minilm_dir, option):
+    # Accepted silently, GTEEmbedding(batch_size=8) kept embed_batch_size 64 and modle_name= loaded gte-small.
+    with pytest.raises(ValidationError, match=next(iter(option))):
+        GTEEmbedding(model_name=minilm_dir, **option)
+
+
+def test_changing_an_encoder_setting_loads_that_encoder(minilm_dir):
+    model = GTEEmbedding(model_name=minilm_dir)
+    model.max_length = 32
+    assert model.encoder.max_length == 32
+    np.testing.assert_allclose(
+        model.get_text_embedding(TEXTS[0]),
+        GTEEmbedding(model_name=minilm_dir, max_length=32).get_text_embedding(TEXTS[0]),
+    )
+    with pytest.raises(ModelNotFoundError):
+        model.model_name = "/nonexistent/dir"
+    assert model.model_name == minilm_dir and model.encoder.max_length == 32  # unchanged by the failed load
+
+
+def test_embed_batch_size_only_chunks_calls_and_leaves_device_steps_to_the_encoder(minilm_dir, monkeypatch):
+    model = GTEEmbedding(model_name=minilm_dir, embed_batch_size=4)
+    calls = []
+    encode = model.encoder.encode
+    monkeypatch.setattr(model.encoder, "encode", lambda texts, **kw: calls.append(kw) or encode(texts, **kw))
+    model.get_text_embedding_batch(TEXTS)
+    assert len(calls) == 3 and all("batch_size" not in kw for kw in calls)  # the encoder's backend default

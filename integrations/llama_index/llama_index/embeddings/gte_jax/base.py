@@ -7,13 +7,17 @@ from typing import Any
 
 from gte_jax import DEFAULT_MODEL, GTEEncoder
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 
 def _prepend(instruction: str | None, text: str) -> str:
     # A non-string goes through untouched, so that gte_jax rejects it (naming its index) rather than
     # the f-string quietly turning it into text.
     return f"{instruction} {text}" if instruction and isinstance(text, str) else text
+
+
+# The settings an encoder is loaded with; the others apply per call.
+ENCODER_FIELDS = ("model_name", "dtype", "max_length")
 
 
 class GTEEmbedding(BaseEmbedding):
@@ -36,9 +40,12 @@ class GTEEmbedding(BaseEmbedding):
     model_name: str = Field(
         default=DEFAULT_MODEL, description="A Hugging Face Hub id (thenlper/gte-base) or a local model directory."
     )
-    # Larger than BaseEmbedding's 10: each call is one device step, and small steps leave an accelerator idle.
+    # Larger than BaseEmbedding's 10: fewer, bigger calls let the encoder fill its device steps.
     embed_batch_size: int = Field(
-        default=64, gt=0, le=2048, description="Texts per call to the model (and most texts per device step)."
+        default=64,
+        gt=0,
+        le=2048,
+        description="Texts per call from LlamaIndex to the encoder; the encoder sizes its device steps itself.",
     )
     dtype: str = Field(
         default="float32", description='"float32" (matches PyTorch) or "bfloat16" (bf16 matmuls: faster on GPU/TPU).'
@@ -54,11 +61,23 @@ class GTEEmbedding(BaseEmbedding):
         default=None, description="Prepended (with a space) to texts; GTE itself uses none."
     )
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently the default
+
     _encoder: GTEEncoder = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
         """Loads (or reuses) the encoder; raises gte_jax.ModelNotFoundError for an unknown model."""
         self._encoder = GTEEncoder.shared(self.model_name, dtype=self.dtype, max_length=self.max_length)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Setting ``model_name``, ``dtype`` or ``max_length`` loads that encoder first (no change if that fails)."""
+        if name in ENCODER_FIELDS and value != getattr(self, name):
+            settings = {field: getattr(self, field) for field in ENCODER_FIELDS} | {name: value}
+            encoder = GTEEncoder.shared(settings.pop("model_name"), **settings)
+            super().__setattr__(name, value)
+            self._encoder = encoder
+        else:
+            super().__setattr__(name, value)
 
     @classmethod
     def class_name(cls) -> str:
@@ -70,7 +89,7 @@ class GTEEmbedding(BaseEmbedding):
         return self._encoder
 
     def _embed(self, texts: list[str]) -> list[Embedding]:
-        vectors = self._encoder.encode(texts, batch_size=self.embed_batch_size, normalize=self.normalize)
+        vectors = self._encoder.encode(texts, normalize=self.normalize)
         return vectors.tolist()
 
     def _get_query_embedding(self, query: str) -> Embedding:
