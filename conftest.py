@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 
-import pytest
+# Hermetic: no test reaches the Hugging Face Hub (the offline paths are what the tests exercise).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
-from gte_jax.demo import bundled_model_dir
+import pytest  # noqa: E402
+
+from gte_jax.demo import bundled_model_dir  # noqa: E402
 
 MINILM_SHA256_PREFIX = "53aa5117"
-STSB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "stsbenchmark")
+STSB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "data", "stsbenchmark")  # CC BY-SA 4.0
 
 
 def minilm_path() -> str:

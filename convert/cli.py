@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -24,30 +25,38 @@ CHECK_TEXTS = [
 def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
     """Writes ``out_dir`` from ``src`` (hub id or directory); returns ``out_dir``.
 
+    The files are written into a new hidden directory beside ``out_dir`` and
+    renamed into place, so ``out_dir`` appears complete or not at all; on
+    failure only that directory is removed.
+
     Raises:
-        FileExistsError: ``out_dir`` exists and is not empty (nothing is overwritten).
+        FileExistsError: ``out_dir`` is a non-empty directory (nothing is overwritten).
+        NotADirectoryError: ``out_dir`` exists and is not a directory.
     """
     from gte_jax import GTEEncoder
     from gte_jax.hub import resolve_model_dir
     from gte_jax.params import FLAX_WEIGHTS, save_flax_weights
 
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory.")
+    _check_output(out_dir)
     src_dir = resolve_model_dir(src)
     enc = GTEEncoder.from_pretrained(src_dir)
-    tmp = out_dir.rstrip("/") + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for name in COPIED_FILES:
-        path = os.path.join(src_dir, name)
-        if os.path.isfile(path):
-            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
-            shutil.copyfile(path, os.path.join(tmp, name))
-    save_flax_weights(enc.model, os.path.join(tmp, FLAX_WEIGHTS))
-    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
-    if os.path.isdir(out_dir):
-        os.rmdir(out_dir)  # empty, checked above
-    os.replace(tmp, out_dir)  # the directory appears complete or not at all
+    target = os.path.abspath(out_dir)  # no trailing slash: basename and rename see the directory itself
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    # A directory only this run made: removing it on failure cannot touch anybody's files.
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".partial", dir=os.path.dirname(target))
+    try:
+        tmp = os.path.join(work, "model")
+        os.mkdir(tmp)  # unlike mkdtemp's 0700, the usual permissions for the final directory
+        for name in COPIED_FILES:
+            path = os.path.join(src_dir, name)
+            if os.path.isfile(path):
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                shutil.copyfile(path, os.path.join(tmp, name))
+        save_flax_weights(enc.model, os.path.join(tmp, FLAX_WEIGHTS))
+        _check_output(out_dir)  # again: the conversion takes a while
+        os.replace(tmp, target)  # onto a missing or empty directory only: appears complete or not at all
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out_dir} ({enc.config.num_hidden_layers} layers, dim {enc.dim}, pooling {enc.pooling})")
     if verify:
         converted = GTEEncoder.from_pretrained(out_dir).encode(CHECK_TEXTS)
@@ -63,6 +72,14 @@ def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
     return out_dir
 
 
+def _check_output(out_dir: str) -> None:
+    if os.path.isdir(out_dir) and not os.path.islink(out_dir):
+        if os.listdir(out_dir):
+            raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory.")
+    elif os.path.lexists(out_dir):
+        raise NotADirectoryError(f"{out_dir} exists and is not a directory; choose a new output directory.")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="write a Flax checkpoint directory that loads without torch")
     p.add_argument("src", help="hub id (thenlper/gte-small) or a Hugging Face model directory")
@@ -73,10 +90,11 @@ def add_parser(sub) -> None:
 
 def _main(args) -> int:
     from gte_jax import CheckpointError, ModelNotFoundError
+    from gte_jax.config import ConfigError
 
     try:
         convert(args.src, args.out_dir, verify=not args.no_verify)
-    except (ModelNotFoundError, CheckpointError, FileExistsError, ValueError) as e:
-        print(f"gte-jax convert: {e}", file=sys.stderr)
+    except (ModelNotFoundError, CheckpointError, ConfigError, FileExistsError, NotADirectoryError) as e:
+        print(f"gte-jax convert: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,7 @@ come through.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -127,15 +128,13 @@ def plan_lockstep(
     buckets: tuple[int, ...],
     *,
     most_per_bucket: np.ndarray,
-    batch_size: int,
-    max_batch_tokens: int,
-    multiple_of: int,
+    rows: Callable[[int], int],
 ) -> list[Batch]:
     """This process's part of a plan that every process runs in the same order with the same shapes.
 
-    Each bucket gets as many full-size steps as the busiest process needs
-    (``most_per_bucket``, from an all-gather); a process with fewer texts
-    there pads its rows (or sends an empty part).
+    Each bucket gets as many steps of ``rows(length)`` rows as the busiest process needs
+    (``most_per_bucket``, from an all-gather); a process with fewer texts there pads its
+    rows (or sends an empty part).
     """
     by_bucket: dict[int, list[int]] = {b: [] for b in buckets}
     for i, t in enumerate(token_ids):
@@ -143,7 +142,7 @@ def plan_lockstep(
     plan = []
     for j in reversed(range(len(buckets))):
         length = buckets[j]
-        cap = rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
+        cap = rows(length)
         mine = np.asarray(by_bucket[length], dtype=np.int64)
         for step in range(-(-int(most_per_bucket[j]) // cap)):
             plan.append(Batch(mine[step * cap : (step + 1) * cap], cap, length))

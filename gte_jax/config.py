@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from typing import Any
 
 # BERT checkpoints we can run: absolute positions, post-LN, exact GELU.
 _SUPPORTED_MODEL_TYPES = ("bert",)
 _SUPPORTED_ACTIVATIONS = ("gelu",)
+# Sizes that must be whole numbers of at least 1.
+_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+class ConfigError(ValueError):
+    """A model directory's settings (``config.json``, tokenizer, pooling files) are missing, malformed or
+    unsupported; the message names the file (if any) and the field."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +52,21 @@ class GTEConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
+        for name in _SIZES:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name} is {value!r}, not a positive integer; fix the config.")
+        pad = self.pad_token_id
+        if not _is_int(pad) or not 0 <= pad < self.vocab_size:
+            raise ConfigError(
+                f"pad_token_id is {pad!r}, not an integer from 0 to {self.vocab_size - 1} (vocab_size - 1); "
+                "fix the config."
+            )
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (math.isfinite(eps) and eps > 0):
+            raise ConfigError(f"layer_norm_eps is {eps!r}, not a positive number such as 1e-12; fix the config.")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by "
                 f"num_attention_heads {self.num_attention_heads}; fix the config."
             )
@@ -58,27 +92,31 @@ class GTEConfig:
         """Builds a config from a Hugging Face ``config.json`` (a dict or its path).
 
         Raises:
-            ValueError: the checkpoint is not a BERT encoder this module can run.
+            ConfigError: the file is missing or not a JSON object, a field has a wrong
+                type or value, or the checkpoint is not a BERT encoder this module can run;
+                the message names the file and the field.
         """
         source = "config"
         if not isinstance(hf, dict):
             source = os.fspath(hf)
-            with open(source, encoding="utf-8") as f:
-                hf = json.load(f)
+            hf = _read_json_object(source)
         model_type = hf.get("model_type", "bert")
         if model_type not in _SUPPORTED_MODEL_TYPES:
-            raise ValueError(
+            raise ConfigError(
                 f"{source}: model_type {model_type!r} is not supported; gte_jax runs BERT encoders "
                 f"({', '.join(_SUPPORTED_MODEL_TYPES)}) such as thenlper/gte-small."
             )
         act = hf.get("hidden_act", "gelu")
         if act not in _SUPPORTED_ACTIVATIONS:
-            raise ValueError(f"{source}: hidden_act {act!r} is not supported; expected exact 'gelu' as in BERT.")
+            raise ConfigError(f"{source}: hidden_act {act!r} is not supported; expected exact 'gelu' as in BERT.")
         pos = hf.get("position_embedding_type", "absolute")
         if pos != "absolute":
-            raise ValueError(f"{source}: position_embedding_type {pos!r} is not supported; expected 'absolute'.")
+            raise ConfigError(f"{source}: position_embedding_type {pos!r} is not supported; expected 'absolute'.")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in hf.items() if k in names and v is not None})
+        try:
+            return cls(**{k: v for k, v in hf.items() if k in names and v is not None})
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
     def to_hf_config(self) -> dict[str, Any]:
         """The ``config.json`` a Hugging Face ``BertModel`` loads with the same shapes."""
@@ -89,3 +127,23 @@ class GTEConfig:
             "position_embedding_type": "absolute",
             **dataclasses.asdict(self),
         }
+
+
+def _read_json_object(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; pass a model directory that holds its config.json.") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+            "restore the model's original config.json."
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; restore the model's original config.json.") from None
+    if not isinstance(hf, dict):
+        raise ConfigError(
+            f"{path} holds a JSON {type(hf).__name__}, not an object; restore the model's original config.json."
+        )
+    return hf

@@ -1,31 +1,30 @@
-"""GTEEncoder: texts in, L2-normalised float32 embeddings out."""
+"""GTEEncoder: texts in, L2-normalised float32 embeddings out.
+
+The encoder holds the model, the tokenizer and one jitted forward. Planning and
+execution belong to a runner (:mod:`gte_jax.runners`), loading to
+:mod:`gte_jax.loading`, sharing between callers to :mod:`gte_jax.registry`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
-import os
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from gte_jax import batching, sharding
-from gte_jax.attention import default_impl
+from gte_jax import batching, runners, sharding
 from gte_jax.config import GTEConfig
-from gte_jax.hub import DEFAULT_MODEL, resolve_model_dir
+from gte_jax.hub import DEFAULT_MODEL
+from gte_jax.loading import load
 from gte_jax.modeling import BertModel
-from gte_jax.params import find_weights, load_model
 from gte_jax.pooling import l2_normalize, pool
-from gte_jax.sentence_config import max_seq_length, pooling_mode
+from gte_jax.registry import Registry
 from gte_jax.tokenization import Tokenizer
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # encode() tokenises this much ahead of the device at a time (tokenizers keeps every truncated-away
 # token of a batch until it returns), never the whole input at once.
@@ -33,7 +32,7 @@ TOKENIZE_AHEAD_CHARS = 4 << 20
 TOKENIZE_AHEAD_TEXTS = 8192
 
 
-def _embed(graphdef, state, input_ids, attention_mask, *, pooling: str, normalize: bool):
+def _embed(graphdef, state, input_ids, attention_mask, *, pooling: str, normalize: bool) -> jax.Array:
     model = nnx.merge(graphdef, state)
     hidden = model(input_ids, attention_mask)  # [B, T, D]
     vectors = pool(hidden, attention_mask, pooling)  # [B, D] float32
@@ -97,7 +96,7 @@ class GTEEncoder:
 
     Build one with :meth:`from_pretrained`. Attributes: ``model`` (the
     :class:`~gte_jax.modeling.BertModel`), ``tokenizer``, ``config``, ``dim``,
-    ``mesh``, ``pooling``, ``max_length``, ``dtype``.
+    ``mesh``, ``pooling``, ``max_length``, ``dtype``, ``batch_size``, ``max_batch_tokens``.
     """
 
     def __init__(
@@ -118,10 +117,13 @@ class GTEEncoder:
         self.pooling = pooling
         self.mesh = mesh if mesh is not None else sharding.default_mesh()
         default_rows, default_tokens = batching.default_batching(self.mesh.devices.flat[0].platform)
-        self.batch_size = _check_positive("batch_size", batch_size) or default_rows
-        self.max_batch_tokens = _check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
+        self.batch_size: int = _check_positive("batch_size", batch_size) or default_rows
+        self.max_batch_tokens: int = _check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
         self.name = name
         self.dtype = model.embeddings.word_embeddings.embedding.get_value().dtype
+        self.runner: runners.Runner = runners.for_mesh(
+            self.mesh, batching.length_buckets(self.max_length), self.max_batch_tokens, tokenizer.pad_token_id
+        )
         self._graphdef, self._state = nnx.split(model)
         self._forward = jax.jit(
             functools.partial(_embed, self._graphdef),
@@ -158,68 +160,69 @@ class GTEEncoder:
                 ``sentence_bert_config.json`` ``max_seq_length``, else its position limit (512).
             mesh: devices to run on; a 1-D ``data`` mesh over all devices by default. A mesh
                 with axes ``("data", "model")`` also splits attention heads and the FFN over
-                ``model`` (tensor parallelism, for gte-large on small devices).
-            batch_size: most texts per device step (per step, across all devices);
-                by default 32 on CPU, 256 on accelerators.
-            max_batch_tokens: most padded tokens per device step, so long texts get
-                fewer rows; by default 1,024 on CPU, 65,536 on accelerators.
+                ``model`` (tensor parallelism, for gte-large on small devices). A mesh over
+                several processes makes :meth:`encode` a collective (see :mod:`gte_jax.runners`).
+            batch_size: most texts per device step, across all devices of the mesh (in every
+                mode); by default the backend's: 32 on CPU, 256 on accelerators.
+            max_batch_tokens: most padded tokens per step, across all devices of the mesh, so
+                long texts get fewer rows; by default 1,024 on CPU, 65,536 on accelerators.
             attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
                 backend's fastest by default.
             revision, cache_dir: passed to huggingface_hub for Hub ids.
 
         Raises:
             ModelNotFoundError: no such directory and the Hub cannot provide it.
-            CheckpointError: the weights do not fit the config.
-            ValueError: a bad ``dtype`` or ``max_length``.
+            ConfigError: a malformed ``config.json`` (the message names the field).
+            CheckpointError: the weights do not fit the config, or the tokenizer's ids the embedding table.
+            ValueError: a bad ``dtype``, ``max_length``, ``batch_size`` or ``max_batch_tokens``.
         """
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}.")
-        model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
-        config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
-        limit = config.max_position_embeddings
-        if max_length is None:
-            max_length = min(max_seq_length(model_dir) or limit, limit)
-        if not 2 <= max_length <= limit:
-            raise ValueError(f"max_length {max_length} is out of range; {name_or_path} accepts 2 to {limit} tokens.")
+        _check_positive("batch_size", batch_size)  # before the (slow) load
+        _check_positive("max_batch_tokens", max_batch_tokens)
         mesh = mesh if mesh is not None else sharding.default_mesh()
-        model = load_model(
-            find_weights(model_dir),
-            config,
-            dtype=DTYPES[dtype],
-            attention_impl=attention_impl or default_impl(),
-            sharding=functools.partial(sharding.param_sharding, mesh),
+        loaded = load(
+            name_or_path,
+            mesh=mesh,
+            dtype=dtype,
+            max_length=max_length,
+            attention_impl=attention_impl,
+            revision=revision,
+            cache_dir=cache_dir,
         )
         return cls(
-            model,
-            Tokenizer.from_dir(model_dir, max_length),
-            pooling=pooling_mode(model_dir),
+            loaded.model,
+            loaded.tokenizer,
+            pooling=loaded.pooling,
             mesh=mesh,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
             name=str(name_or_path),
         )
 
-    _shared: dict = {}
-    _shared_lock = threading.Lock()
+    _registry: Registry | None = None
 
     @classmethod
-    def shared(cls, name_or_path: str = DEFAULT_MODEL, **kwargs) -> GTEEncoder:
+    def _shared_registry(cls) -> Registry:
+        if cls._registry is None:
+            cls._registry = Registry(cls.from_pretrained)
+        return cls._registry
+
+    @classmethod
+    def shared(cls, name_or_path: str = DEFAULT_MODEL, **kwargs: Any) -> GTEEncoder:
         """Like :meth:`from_pretrained`, but one encoder per process for the same arguments.
 
-        Integrations use this, so that many embedding objects for one model
-        share its weights and compiled programs.
+        Integrations use this, so that many embedding objects for one model share its
+        weights and compiled programs. The encoder stays loaded until :meth:`release`.
         """
-        bound = inspect.signature(cls.from_pretrained).bind(name_or_path, **kwargs)
-        bound.apply_defaults()  # shared(d) and shared(d, dtype="float32") are the same encoder
-        args = dict(bound.arguments)
-        name = os.path.expanduser(str(args.pop("name_or_path")))
-        if os.path.isdir(name):
-            name = os.path.realpath(name)  # "d", "d/" and "./d" too
-        key = (name, tuple(sorted(args.items())))
-        with cls._shared_lock:
-            if key not in cls._shared:
-                cls._shared[key] = cls.from_pretrained(name_or_path, **kwargs)
-            return cls._shared[key]
+        return cls._shared_registry().get(name_or_path, **kwargs)
+
+    @classmethod
+    def release(cls, name_or_path: str | None = None) -> int:
+        """Forgets the shared encoders of ``name_or_path`` (all settings), or every shared encoder.
+
+        Their weights and compiled programs are freed once nothing else holds them (an
+        embeddings object keeps its encoder alive). Returns how many were dropped.
+        """
+        return cls._shared_registry().release(name_or_path)
 
     def tokenize(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids per text, truncated to :attr:`max_length`."""
@@ -227,7 +230,7 @@ class GTEEncoder:
 
     def encode(
         self,
-        texts: str | list[str],
+        texts: str | Sequence[str],
         *,
         batch_size: int | None = None,
         normalize: bool = True,
@@ -237,7 +240,7 @@ class GTEEncoder:
 
         Args:
             texts: a string, or a list of strings.
-            batch_size: most texts per device step (default: the encoder's).
+            batch_size: most texts per device step, across all devices (default: the encoder's).
             normalize: L2-normalise each embedding (GTE's cosine space).
             show_progress: a tqdm bar over texts.
 
@@ -258,15 +261,16 @@ class GTEEncoder:
         """
         texts, single = _check_texts(texts)
         batch_size = _check_positive("batch_size", batch_size) or self.batch_size
-        if sharding.is_multiprocess(self.mesh):  # collective: every process plans from all of its texts
+        if isinstance(self.runner, runners.LockstepRunner):  # collective: plans from all of its texts at once
             out = self.encode_tokens(
                 self.tokenize(texts), batch_size=batch_size, normalize=normalize, show_progress=show_progress
             )
         else:
             out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            step = self._step(normalize)
             with _progress(len(texts), show_progress) as bar:
                 for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
-                    self._run(self.tokenize(texts[start:stop]), out[start:stop], batch_size, normalize, bar)
+                    self.runner.run(step, self.tokenize(texts[start:stop]), out[start:stop], batch_size, bar)
         return out[0] if single else out
 
     def encode_tokens(
@@ -284,107 +288,43 @@ class GTEEncoder:
         """
         out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         batch_size = _check_positive("batch_size", batch_size) or self.batch_size
-        with _progress(len(token_ids), show_progress) as bar:
-            if sharding.is_multiprocess(self.mesh):
-                # Collective: every process calls encode, each with its own texts (maybe none).
-                self._run_multiprocess(token_ids, out, batch_size, normalize, bar)
-            elif token_ids:
-                self._run(token_ids, out, batch_size, normalize, bar)
+        if token_ids or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
+            with _progress(len(token_ids), show_progress) as bar:
+                self.runner.run(self._step(normalize), token_ids, out, batch_size, bar)
         return out
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
-        """The padded batches :meth:`encode` runs for these token ids."""
-        return batching.plan_batches(
-            np.array([len(t) for t in token_ids]),
-            buckets=batching.length_buckets(self.max_length),
-            batch_size=batch_size or self.batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            multiple_of=sharding.data_parallelism(self.mesh),
-        )
+        """The padded batches :meth:`encode_tokens` runs for these token ids (this process's rows)."""
+        return self.runner.plan(token_ids, _check_positive("batch_size", batch_size) or self.batch_size)
 
-    def warmup(self, batch_size: int | None = None) -> int:
-        """Compiles the program of every (length bucket, row bucket) shape up front.
+    def warmup(self, texts: Iterable[str] | None = None, *, batch_size: int | None = None) -> int:
+        """Compiles up front the programs :meth:`encode` runs, so that none compiles mid-job.
 
-        Covers ``encode(..., normalize=True)``, the default. Returns the number of shapes.
-        With ``jax.config.update("jax_compilation_cache_dir", DIR)`` the compiled programs
-        also persist across processes.
+        Args:
+            texts: a sample of the texts to come: only their length buckets are compiled.
+                All buckets when None (about 1-2 s a program on a 2-core CPU for a small
+                model; 45 programs for a 512-token model with the CPU defaults).
+            batch_size: as the calls to come will pass it.
+
+        Covers ``encode(..., normalize=True)``, the default. Under ``jax.distributed`` it is a
+        collective like :meth:`encode`. With ``jax.config.update("jax_compilation_cache_dir", DIR)``
+        the programs also persist across processes. Returns the number of shapes compiled.
         """
-        shapes = batching.all_shapes(
-            batching.length_buckets(self.max_length),
-            batch_size=batch_size or self.batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            multiple_of=sharding.data_parallelism(self.mesh),
-        )
-        in_sharding = sharding.batch_sharding(self.mesh)
-        for rows, length in shapes:
-            zeros = jax.device_put(np.zeros((rows, length), np.int32), in_sharding)
-            self._forward(self._state, zeros, zeros, pooling=self.pooling, normalize=True).block_until_ready()
+        batch_size = _check_positive("batch_size", batch_size) or self.batch_size
+        lengths = None
+        if texts is not None:
+            sample, _ = _check_texts(list(texts))
+            lengths = [len(t) for t in self.tokenize(sample)]
+        shapes = self.runner.shapes(batch_size, lengths)
+        self.runner.warm(self._step(True), shapes)
         return len(shapes)
 
-    def _run(self, token_ids, out, batch_size, normalize, bar):
-        in_sharding = sharding.batch_sharding(self.mesh)
-
-        def steps():
-            for batch in self.plan(token_ids, batch_size):
-                ids, mask = batching.pad_batch(token_ids, batch, self.tokenizer.pad_token_id)
-                ids, mask = jax.device_put((ids, mask), in_sharding)
-                yield batch.indices, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)
-
-        self._collect(steps(), out, bar, np.asarray)
-
-    def _run_multiprocess(self, token_ids, out, batch_size, normalize, bar):
-        """Every process runs the same sequence of global batches; each fills its rows with its own texts."""
-        from jax.experimental import multihost_utils
-
-        in_sharding = sharding.batch_sharding(self.mesh)
-        local_devices = sum(d.process_index == jax.process_index() for d in self.mesh.devices.flat)
-        buckets = batching.length_buckets(self.max_length)
-        counts = batching.bucket_counts(token_ids, buckets)
-        all_counts = np.asarray(multihost_utils.process_allgather(counts))  # [processes, buckets]
-        plan = batching.plan_lockstep(
-            token_ids,
-            buckets,
-            most_per_bucket=all_counts.max(axis=0),
-            batch_size=batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            multiple_of=local_devices,
-        )
-        processes = all_counts.shape[0]
-
-        def steps():
-            for batch in plan:
-                local = batching.pad_batch(token_ids, batch, self.tokenizer.pad_token_id)
-                shape = (batch.rows * processes, batch.length)
-                ids, mask = (jax.make_array_from_process_local_data(in_sharding, x, shape) for x in local)
-                yield batch.indices, self._forward(self._state, ids, mask, pooling=self.pooling, normalize=normalize)
-
-        def to_local(vectors):
-            return np.asarray(multihost_utils.global_array_to_host_local_array(vectors, self.mesh, in_sharding.spec))
-
-        self._collect(steps(), out, bar, to_local)
-
-    @staticmethod
-    def _collect(steps, out, bar, to_host):
-        """Drains (indices, device result) pairs into ``out`` while the next batches are dispatched."""
-        pending = []
-
-        def drain(indices, vectors):
-            out[indices] = to_host(vectors)[: len(indices)]
-            if bar is not None:
-                bar.update(len(indices))
-
-        # Dispatch is asynchronous: padding batch k+1 on the host overlaps the device's work on batch k;
-        # only results two steps old are fetched, which bounds the device memory they hold.
-        for step in steps:
-            pending.append(step)
-            if len(pending) > 2:
-                drain(*pending.pop(0))
-        for step in pending:
-            drain(*step)
+    def _step(self, normalize: bool) -> runners.Step:
+        return functools.partial(self._forward, self._state, pooling=self.pooling, normalize=normalize)
 
 
 @contextlib.contextmanager
-def _progress(total: int, show: bool):
+def _progress(total: int, show: bool) -> Iterator[Any]:
     """A tqdm bar over ``total`` texts, or None."""
     if not show:
         yield None

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
-from gte_jax.params import FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS
+from gte_jax.config import ConfigError
 
 DEFAULT_MODEL = "thenlper/gte-small"
+
+# Weights files, by preference. The first is what ``gte-jax convert`` writes: NNX paths as keys, float32.
+FLAX_WEIGHTS = "gte_jax.safetensors"
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_FILES = (FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS)
 
 # Everything besides the weights that a model directory may hold and we read.
 METADATA_FILES = [
@@ -62,7 +71,7 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
         raise ModelNotFoundError(
             f"Could not load model {name_or_path!r}: it is not a local directory, and the Hugging Face Hub "
             f"could not provide it ({reason}). Pass the path of a local model directory instead "
-            "(for example one made by `gte-jax convert` or `huggingface-cli download` on a machine with access), "
+            f"(download it where the Hub is reachable: `hf download {name_or_path} --local-dir DIR`), "
             "or set HF_HOME to a cache that holds it."
         ) from None
     if not os.path.exists(os.path.join(local, "config.json")):
@@ -70,10 +79,17 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
     return local
 
 
-def read_json(model_dir: str, name: str) -> dict | list | None:
-    """A JSON file of the model directory, or None when it is absent."""
+def read_json(model_dir: str, name: str) -> Any:
+    """A JSON file of the model directory, or None when it is absent.
+
+    Raises:
+        ConfigError: the file is not valid UTF-8 JSON (the message names it).
+    """
     path = os.path.join(model_dir, name)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore it from the original model.") from None

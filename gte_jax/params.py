@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterator
 
@@ -19,15 +20,8 @@ import numpy as np
 from flax import nnx
 
 from gte_jax.config import GTEConfig
+from gte_jax.hub import FLAX_WEIGHTS, WEIGHT_FILES
 from gte_jax.modeling import BertModel
-
-# The file ``gte-jax convert`` writes: NNX paths as keys, NNX shapes, float32.
-FLAX_WEIGHTS = "gte_jax.safetensors"
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
-TORCH_WEIGHTS = "pytorch_model.bin"
-TORCH_INDEX = "pytorch_model.bin.index.json"
-WEIGHT_FILES = (FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS)
 
 
 class CheckpointError(ValueError):
@@ -116,12 +110,44 @@ def find_weights(model_dir: str) -> str:
     )
 
 
-def _read_safetensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
-    from safetensors import safe_open
+def check_vocab(tokenizer_vocab_size: int, cfg: GTEConfig, model_dir: str) -> None:
+    """Checks that every id the tokenizer can produce has a row in the embedding table.
 
-    with safe_open(path, framework="numpy") as f:
-        for key in f.keys():
-            yield key, f.get_tensor(key)
+    Out-of-range ids would otherwise be looked up silently as NaN vectors.
+
+    Args:
+        tokenizer_vocab_size: one more than the tokenizer's largest id, added tokens included.
+        cfg: the model's config; its ``vocab_size`` is the embedding table's row count.
+        model_dir: named in the error.
+
+    Raises:
+        CheckpointError: the tokenizer has more ids than the embedding table has rows.
+    """
+    if tokenizer_vocab_size > cfg.vocab_size:
+        raise CheckpointError(
+            f"{model_dir}: the tokenizer vocabulary has {tokenizer_vocab_size} ids but the embedding table has "
+            f"{cfg.vocab_size} rows (vocab_size in config.json), so ids {cfg.vocab_size} and above have no "
+            "embedding; use the tokenizer files that were published with these weights."
+        )
+
+
+def _corrupt(path: str, error: BaseException) -> CheckpointError:
+    """The error for a weights file that cannot be parsed, with the reader's first sentence as the reason."""
+    lines = str(error).strip().splitlines()
+    reason = lines[0].split(". ")[0].rstrip(".") if lines else type(error).__name__  # torch's run on for lines
+    again = "run `gte-jax convert` again" if os.path.basename(path) == FLAX_WEIGHTS else "download the model again"
+    return CheckpointError(f"{path} is corrupt or truncated ({reason}); delete it and {again}.")
+
+
+def _read_safetensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as f:  # checks that the file holds every tensor it lists
+            for key in f.keys():
+                yield key, f.get_tensor(key)
+    except SafetensorError as e:
+        raise _corrupt(path, e) from None
 
 
 def _read_torch(path: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -132,18 +158,41 @@ def _read_torch(path: str) -> Iterator[tuple[str, np.ndarray]]:
             f"{path} is a PyTorch pickle and torch is not installed; install torch "
             "(pip install torch) or use a checkpoint with model.safetensors."
         ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:  # what torch raises for cut-off files
+        raise _corrupt(path, e) from None
     for key, t in state.items():
         yield key, (t.float() if t.is_floating_point() else t).numpy()
 
 
-def read_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields ``(key, array)`` from a weights file or a sharded checkpoint's index."""
-    if path.endswith(".index.json"):
+def _read_index(path: str) -> list[str]:
+    """The shard files a ``*.index.json`` names, each checked to exist."""
+    try:
         with open(path, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        for shard in shards:
-            yield from read_tensors(os.path.join(os.path.dirname(path), shard))
+            index = json.load(f)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise _corrupt(path, e) from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{path} has no weight_map from tensor names to shard files; download the model again.")
+    folder = os.path.dirname(path)
+    shards = [os.path.join(folder, name) for name in sorted(set(weight_map.values()))]
+    for shard in shards:
+        if not os.path.isfile(shard):
+            raise CheckpointError(f"{path} lists the shard {shard}, which does not exist; download the model again.")
+    return shards
+
+
+def read_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields ``(key, array)`` from a weights file or a sharded checkpoint's index.
+
+    Raises:
+        CheckpointError: a file is truncated or corrupt, or a shard is missing; it names the file.
+    """
+    if path.endswith(".index.json"):
+        for shard in _read_index(path):
+            yield from read_tensors(shard)
     elif path.endswith(".safetensors"):
         yield from _read_safetensors(path)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from gte_jax.config import ConfigError
 from gte_jax.hub import read_json
 
 _POOLING_TYPE = "sentence_transformers.models.Pooling"
@@ -21,7 +22,7 @@ def pooling_mode(model_dir: str) -> str:
     """``"mean"`` or ``"cls"``, from ``modules.json`` / ``1_Pooling/config.json``; mean when absent.
 
     Raises:
-        ValueError: the checkpoint asks for a pooling this package does not implement.
+        ConfigError: the checkpoint asks for a pooling this package does not implement.
     """
     modules = read_json(model_dir, "modules.json") or []
     folder = next((m.get("path", "") for m in modules if m.get("type") == _POOLING_TYPE), "1_Pooling")
@@ -33,7 +34,7 @@ def pooling_mode(model_dir: str) -> str:
         return modes[0]
     if not modes:
         return "mean"
-    raise ValueError(
+    raise ConfigError(
         f"{model_dir}/{folder}/config.json asks for pooling {modes}; gte_jax supports 'mean' or 'cls' alone."
     )
 

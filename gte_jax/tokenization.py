@@ -20,6 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
+from gte_jax.config import ConfigError
 from gte_jax.hub import read_json
 
 # Far more characters than a WordPiece token ever covers in English prose.
@@ -79,18 +80,21 @@ class Tokenizer:
         """Loads ``tokenizer.json``, else builds BERT WordPiece from ``vocab.txt``.
 
         Raises:
-            FileNotFoundError: neither file is in ``model_dir``.
+            ConfigError: neither file is in ``model_dir``, or ``tokenizer.json`` cannot be read.
         """
         tj = os.path.join(model_dir, "tokenizer.json")
         vocab = os.path.join(model_dir, "vocab.txt")
         config = read_json(model_dir, "tokenizer_config.json") or {}
         if os.path.isfile(tj):
-            backend = _HFTokenizer.from_file(tj)
+            try:
+                backend = _HFTokenizer.from_file(tj)
+            except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+                raise ConfigError(f"{tj} cannot be read ({e}); restore it from the original model.") from None
         elif os.path.isfile(vocab):
             lower = config.get("do_lower_case", True)
             backend = BertWordPieceTokenizer(vocab, lowercase=lower)._tokenizer
         else:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"{model_dir}: no tokenizer.json or vocab.txt; copy the tokenizer files of the "
                 "original model into this directory."
             )

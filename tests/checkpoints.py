@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -9,6 +10,8 @@ from gte_jax import GTEConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 TINY = GTEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+# TINY with an embedding table smaller than the bert-base-uncased tokenizer's 30,522 ids.
+TINY_VOCAB_1000 = dataclasses.replace(TINY, vocab_size=1000)
 SHAPES = {"gte-small": GTEConfig.gte_small(), "gte-base": GTEConfig.gte_base(), "gte-large": GTEConfig.gte_large()}
 
 
@@ -46,3 +49,10 @@ def write_checkpoint(
         model.save_pretrained(out_dir)
     copy_tokenizer(tokenizer_dir, out_dir)
     return out_dir
+
+
+def truncate(path: str, keep: float = 0.5) -> None:
+    """Cuts a file to ``keep`` of its length, as an interrupted download leaves it."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(int(size * keep))

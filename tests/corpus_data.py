@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 
+from gte_jax.cli import main
+
 WORDS = ["cats", "rivers", "tensors", "bread", "towers", "reefs", "music", "rain", "engines", "gardens"]
 
 
@@ -63,3 +65,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def embed(*args) -> int:
+    """``gte-jax embed ARGS --quiet`` in this process; returns the exit code."""
+    return main(["embed", *map(str, args), "--quiet"])
+
+
+def tmp_files(out_dir) -> list[str]:
+    """Hidden temporary files and lock files left in an output directory."""
+    return sorted(n for n in os.listdir(out_dir) if n.endswith((".tmp", ".lock")))

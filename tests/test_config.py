@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gte_jax import GTEConfig
+from gte_jax.config import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -40,5 +41,49 @@ def test_from_hf_config_reads_minilm(minilm_dir):
 def test_unsupported_configs_are_refused(tmp_path, change, message):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**GTEConfig.gte_small().to_hf_config(), **change}))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         GTEConfig.from_hf_config(path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"hidden_size": "384"}, "hidden_size is '384', not a positive integer"),
+        ({"num_attention_heads": 0}, "num_attention_heads is 0, not a positive integer"),  # was ZeroDivisionError
+        ({"num_hidden_layers": -2}, "num_hidden_layers is -2, not a positive integer"),
+        ({"intermediate_size": 1536.5}, "intermediate_size is 1536.5, not a positive integer"),
+        ({"vocab_size": True}, "vocab_size is True, not a positive integer"),
+        ({"max_position_embeddings": [512]}, r"max_position_embeddings is \[512\], not a positive integer"),
+        ({"layer_norm_eps": "1e-12"}, "layer_norm_eps is '1e-12', not a positive number"),
+        ({"layer_norm_eps": 0}, "layer_norm_eps is 0, not a positive number"),
+        ({"pad_token_id": 30522}, "pad_token_id is 30522, not an integer from 0 to 30521"),
+    ],
+)
+def test_wrong_types_and_values_name_the_file_and_field(tmp_path, change, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**GTEConfig.gte_small().to_hf_config(), **change}))
+    with pytest.raises(ConfigError, match=message) as err:
+        GTEConfig.from_hf_config(path)
+    assert str(err.value).startswith(f"{path}: ") and str(err.value).endswith("; fix the config.")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"hidden_size": 384,}', r"is not valid JSON \(.* at line 1, column 21\)"),
+        ("[384, 12]", "holds a JSON list, not an object"),
+        (None, "does not exist; pass a model directory that holds its config.json"),
+    ],
+)
+def test_unreadable_config_json_names_the_file(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        GTEConfig.from_hf_config(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_direct_construction_is_validated_too():
+    with pytest.raises(ConfigError, match="num_attention_heads is 0"):
+        GTEConfig(num_attention_heads=0)

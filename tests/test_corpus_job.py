@@ -10,10 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from corpus_data import read_result, texts, write_jsonl, write_txt
 
 from gte_jax.cli import main
 from gte_jax.corpus.job import load_encoder
+
+from corpus_data import read_result, texts, write_jsonl, write_txt
 
 SHARD = 64
 

@@ -12,9 +12,10 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from corpus_data import child_env, embed_cmd, free_port, read_result, run_measured, texts, write_jsonl, write_txt
 
 from gte_jax.corpus.job import EmbedJob, run
+
+from corpus_data import child_env, embed_cmd, free_port, read_result, run_measured, texts, write_jsonl, write_txt
 
 pytestmark = pytest.mark.slow
 

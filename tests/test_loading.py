@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from gte_jax import GTEEncoder, ModelNotFoundError
+from gte_jax import CheckpointError, GTEEncoder, ModelNotFoundError
+from gte_jax.config import ConfigError
+
+from checkpoints import TINY_VOCAB_1000, torch_bert, write_checkpoint
 
 
 def test_unreachable_hub_model_is_one_clear_error(tmp_path, monkeypatch):
@@ -67,3 +71,23 @@ def test_shared_encoders_are_one_object(minilm_dir):
     assert GTEEncoder.shared(minilm_dir, max_length=128) is a
     assert GTEEncoder.shared(minilm_dir + "/", max_length=128, dtype="float32") is a
     assert GTEEncoder.shared(minilm_dir, max_length=64) is not a
+
+
+def test_tokenizer_with_ids_past_the_embedding_table_is_refused(tmp_path, minilm_dir):
+    # 1,000 embedding rows, bert-base-uncased's 30,522-id tokenizer: ids >= 1000 would embed as NaN.
+    model_dir = write_checkpoint(torch_bert(TINY_VOCAB_1000), str(tmp_path / "vocab1000"), minilm_dir)
+    with pytest.raises(CheckpointError) as err:
+        GTEEncoder.from_pretrained(model_dir)
+    msg = str(err.value)
+    assert model_dir in msg and "30522 ids" in msg and "1000 rows" in msg
+
+
+def test_config_with_a_wrong_type_names_the_file_and_field(minilm_dir, tmp_path):
+    model_dir = _copy(minilm_dir, tmp_path / "bad-config")
+    path = os.path.join(model_dir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**config, "hidden_size": "384"}, f)
+    with pytest.raises(ConfigError, match=f"^{re.escape(path)}: hidden_size is '384', not a positive integer"):
+        GTEEncoder.from_pretrained(model_dir)

@@ -11,9 +11,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from gte_jax import CheckpointError, GTEConfig, GTEEncoder
-from gte_jax.params import load_model, map_key
+from gte_jax.params import check_vocab, load_model, map_key
+from gte_jax.tokenization import Tokenizer
 
-from checkpoints import TINY, copy_tokenizer, write_checkpoint
+from checkpoints import TINY, TINY_VOCAB_1000, copy_tokenizer, torch_bert, truncate, write_checkpoint
 
 TEXTS = ["a short text", "another, somewhat longer text about conversion", ""]
 
@@ -106,3 +107,47 @@ def test_bin_without_torch_says_what_to_do(tmp_path, tiny_torch, minilm_dir):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "torch is not installed" in out and "model.safetensors" in out
+
+
+def _tokenizer_vocab_size(model_dir: str) -> int:
+    return Tokenizer.from_dir(model_dir, 128).backend.get_vocab_size(with_added_tokens=True)
+
+
+def test_check_vocab_refuses_ids_past_the_embedding_table(tmp_path, minilm_dir):
+    model_dir = write_checkpoint(torch_bert(TINY_VOCAB_1000), str(tmp_path / "vocab1000"), minilm_dir)
+    cfg = GTEConfig.from_hf_config(os.path.join(model_dir, "config.json"))
+    with pytest.raises(CheckpointError) as err:
+        check_vocab(_tokenizer_vocab_size(model_dir), cfg, model_dir)
+    msg = str(err.value)
+    assert model_dir in msg and "tokenizer vocabulary has 30522 ids" in msg and "embedding table has 1000 rows" in msg
+    assert "use the tokenizer files that were published with these weights" in msg
+    check_vocab(1000, cfg, model_dir)  # every id fits
+    check_vocab(_tokenizer_vocab_size(minilm_dir), GTEConfig.from_hf_config(f"{minilm_dir}/config.json"), minilm_dir)
+
+
+def _shard(model_dir: str, i: int) -> str:
+    return sorted(f for f in os.listdir(model_dir) if f.startswith("model-"))[i]
+
+
+@pytest.mark.parametrize(
+    "fmt, damaged, action, message",
+    [
+        ("safetensors", "model.safetensors", "truncate", "is corrupt or truncated (Error while deserializing header"),
+        ("bin", "pytorch_model.bin", "truncate", "is corrupt or truncated ("),
+        ("sharded", -1, "truncate", "is corrupt or truncated (Error while deserializing header"),
+        ("sharded", 0, "remove", "which does not exist; download the model again."),
+        ("sharded", "model.safetensors.index.json", "truncate", "is corrupt or truncated (Unterminated string"),
+    ],
+    ids=["safetensors", "bin", "shard", "missing-shard", "index"],
+)
+def test_damaged_weights_name_the_file(tmp_path, tiny_torch, minilm_dir, fmt, damaged, action, message):
+    model_dir = write_checkpoint(tiny_torch, str(tmp_path), minilm_dir, fmt, shard_size="20KB")
+    path = os.path.join(model_dir, damaged if isinstance(damaged, str) else _shard(model_dir, damaged))
+    if action == "truncate":
+        truncate(path)
+    else:
+        os.remove(path)
+    with pytest.raises(CheckpointError) as err:
+        GTEEncoder.from_pretrained(model_dir)
+    msg = str(err.value)
+    assert path in msg and message in msg and msg.endswith("download the model again."), msg

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from gte_jax import GTEEncoder
+
+from processes import cpu_env, free_port
+
 WORKER = os.path.join(os.path.dirname(__file__), "sharded_worker.py")
-
-
-def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -28,45 +24,76 @@ def texts_file(sts_test, tmp_path_factory):
     return str(path)
 
 
-def _encode(minilm_dir, texts_file, out, mesh, devices, *dist):
-    cmd = [sys.executable, WORKER, minilm_dir, texts_file, str(out), mesh, *map(str, dist)]
-    return subprocess.Popen(cmd, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _encode(minilm_dir, texts_file, out, devices, *options):
+    cmd = [sys.executable, WORKER, minilm_dir, texts_file, str(out), *map(str, options)]
+    return subprocess.Popen(cmd, env=cpu_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait(proc):
+def _wait(proc) -> dict:
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
-    return out
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def one_device(minilm_dir, texts_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "v.npy"
-    assert "devices=1 " in _wait(_encode(minilm_dir, texts_file, out, "data", 1))
+    assert _wait(_encode(minilm_dir, texts_file, out, 1))["devices"] == 1
     return np.load(out)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mesh, shape", [("data", "{'data': 8}"), ("data,model", "{'data': 4, 'model': 2}")])
+@pytest.mark.parametrize("mesh, shape", [("data", {"data": 8}), ("data,model", {"data": 4, "model": 2})])
 def test_eight_devices_match_one(minilm_dir, texts_file, one_device, tmp_path, mesh, shape):
     out = tmp_path / "v.npy"
-    log = _wait(_encode(minilm_dir, texts_file, out, mesh, 8))
-    assert f"devices=8 mesh={shape}" in log
+    report = _wait(_encode(minilm_dir, texts_file, out, 8, "--mesh", mesh))
+    assert report["devices"] == 8 and report["mesh"] == shape
     assert np.abs(np.load(out) - one_device).max() <= 1e-6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _two_processes(minilm_dir, texts_file, tmp_path, *options):
+    port = free_port()
+    procs = [
+        _encode(
+            minilm_dir,
+            texts_file,
+            tmp_path / f"p{i}.npy",
+            2,
+            "--process-id",
+            i,
+            "--num-processes",
+            2,
+            "--port",
+            port,
+            *options,
+        )
+        for i in range(2)
+    ]
+    reports = [_wait(p) for p in procs]
+    assert all(r["devices"] == 4 and r["mesh"] == {"data": 4} for r in reports)
+    return reports, np.load(tmp_path / "p0.npy"), np.load(tmp_path / "p1.npy")
 
 
 @pytest.mark.slow
 def test_two_processes_cover_the_single_process_result(minilm_dir, texts_file, one_device, tmp_path):
-    port = _free_port()
-    procs = [_encode(minilm_dir, texts_file, tmp_path / f"p{i}.npy", "data", 2, i, 2, port) for i in range(2)]
-    logs = [_wait(p) for p in procs]
-    assert all("devices=4 mesh={'data': 4}" in log for log in logs)
-    p0, p1 = np.load(tmp_path / "p0.npy"), np.load(tmp_path / "p1.npy")
+    _, p0, p1 = _two_processes(
+        minilm_dir, texts_file, tmp_path, "--take", 40, "--num-processes", 2
+    )  # process 1 has less work
     assert np.abs(p0 - one_device[0::2]).max() <= 1e-6
     assert np.abs(p1 - one_device[1::2][:40]).max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_warmup_covers_what_two_processes_run(minilm_dir, tmp_path):
+    # Lockstep steps have processes x rows global rows; warm-up must compile exactly those shapes.
+    rng = np.random.default_rng(1)
+    words = "the model embeds passages queries and documents for retrieval across many topics".split()
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 701))) for _ in range(90)]
+    path = tmp_path / "varied.json"
+    path.write_text(json.dumps(texts))
+    options = ("--max-length", 128, "--warmup", "--take", 20, "--num-processes", 2)
+    reports, p0, p1 = _two_processes(minilm_dir, str(path), tmp_path, *options)
+    assert [r["compiles"] for r in reports] == [0, 0] and reports[0]["warmed"] > 0
+    single = GTEEncoder.from_pretrained(minilm_dir, max_length=128).encode(texts)
+    assert np.abs(p0 - single[0::2]).max() <= 1e-5
+    assert np.abs(p1 - single[1::2][:20]).max() <= 1e-5

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
 from gte_jax import GTEEncoder, batching
 
+from compiles import CompileCounter
+
 WORDS = "the model embeds passages queries and documents for retrieval across many topics quickly".split()
 
 
 def _random_texts(rng, n):
     return [" ".join(rng.choice(WORDS, size=rng.integers(1, 701))) for _ in range(n)]
-
-
-class CompileCounter:
-    """Counts XLA backend compiles through jax.monitoring."""
-
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gte_jax.config import ConfigError
 from gte_jax.tokenization import Tokenizer
 from gte_jax_convert.reference import torch_token_ids
 
@@ -23,7 +24,7 @@ def test_token_ids_match_transformers(tmp_path, minilm_dir, sts_test, files, max
 
 
 def test_missing_tokenizer_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="tokenizer.json or vocab.txt"):
+    with pytest.raises(ConfigError, match="tokenizer.json or vocab.txt"):
         Tokenizer.from_dir(str(tmp_path), 512)
 
 

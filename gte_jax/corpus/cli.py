@@ -22,6 +22,17 @@ examples:
 """
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "embed",
@@ -45,9 +56,11 @@ def add_parser(sub) -> None:
         help="JSON key or Parquet column of the id (default: id, else the row number)",
     )
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
-    p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens")
-    p.add_argument("--batch-size", type=int, default=64, help="most texts per device step (default: 64)")
-    p.add_argument("--shard-size", type=int, default=100_000, help="input rows per output shard (default: 100000)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="truncate texts to this many tokens")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="most texts per device step (default: 64)")
+    p.add_argument(
+        "--shard-size", type=positive_int, default=100_000, help="input rows per output shard (default: 100000)"
+    )
     p.add_argument("--skip-invalid", action="store_true", help="skip and count bad rows instead of stopping")
     p.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep the raw pooled vectors")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -58,7 +71,7 @@ def add_parser(sub) -> None:
     )
     d.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() before anything else")
     d.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
-    d.add_argument("--num-processes", type=int, help="how many processes take part")
+    d.add_argument("--num-processes", type=positive_int, help="how many processes take part")
     d.add_argument("--process-id", type=int, help="this process's index, 0 to N-1")
     p.set_defaults(func=main)
 
@@ -84,10 +97,21 @@ def main(args) -> int:
     except ImportError:
         print("gte-jax embed: error: the corpus job writes Parquet; pip install pyarrow", file=sys.stderr)
         return 2
-    from gte_jax.corpus.job import EmbedJob, JobConflict, run
-    from gte_jax.corpus.sources import InputError
+    from gte_jax.config import ConfigError
+    from gte_jax.corpus.job import EmbeddingError, EmbedJob, InputError, JobConflict, OptionError, OutputError, run
     from gte_jax.hub import DEFAULT_MODEL, ModelNotFoundError
     from gte_jax.params import CheckpointError
+
+    user_errors = (
+        InputError,
+        JobConflict,
+        OutputError,
+        EmbeddingError,
+        OptionError,
+        ModelNotFoundError,
+        CheckpointError,
+        ConfigError,
+    )
 
     def fail(message: str) -> int:
         print(f"gte-jax embed: error: {message}", file=sys.stderr)
@@ -125,7 +149,7 @@ def main(args) -> int:
             )
         )
         return 0
-    except (InputError, JobConflict, ModelNotFoundError, CheckpointError, ValueError) as e:
+    except user_errors as e:  # what the user can fix; anything else is a bug and keeps its traceback
         return fail(str(e))
 
 

@@ -3,33 +3,49 @@
 Shard ``k`` holds input rows ``[k * shard_size, (k + 1) * shard_size)`` and is
 written by process ``k % process_count``. A shard file exists only once it is
 complete (see :mod:`gte_jax.corpus.shards`), so a rerun of the same command
-skips the shards on disk and redoes the rest: after any crash the result has
-every input row exactly once. Each process writes its own manifest
-(``_manifest.json`` for one process, ``_manifest.process-K-of-N.json`` for
-several); they record the settings, which a rerun must match.
+checks the shards on disk, skips them and redoes the rest: after any crash the
+result has every input row exactly once. Each process holds a lock on its
+share of the output directory while it runs (see :mod:`gte_jax.corpus.lock`)
+and writes its own manifest (``_manifest.json`` for one process,
+``_manifest.process-K-of-N.json`` for several); they record the settings,
+which a rerun must match, and every shard's rows and checksum.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
-import glob
+import hashlib
 import json
 import os
+import re
 import sys
 import time
 
 import numpy as np
 
 from gte_jax.corpus import shards
-from gte_jax.corpus.sources import InputError, Source, detect_format, fingerprint
+from gte_jax.corpus.lock import LockHeld, OutputLock
+from gte_jax.corpus.shards import OutputError
+from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
 from gte_jax.hub import DEFAULT_MODEL
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # ours only: never a user's backup
+__all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
 
 
-class JobConflict(ValueError):
-    """The output directory holds the shards of a different job."""
+class JobConflict(Exception):
+    """The output directory holds the shards of a different job, or another process is writing them."""
+
+
+class OptionError(Exception):
+    """An option does not fit the model (``--max-length`` beyond its position limit, an unknown ``--dtype``)."""
+
+
+class EmbeddingError(Exception):
+    """The model gave non-finite embeddings; the message names the input rows."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +79,11 @@ class EmbedJob:
     quiet: bool = False
     """No progress bar or summary."""
 
+    def __post_init__(self):
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+
 
 def model_id(model: str) -> str:
     """The model as recorded in the manifest: a directory by its real path, a Hub id as given."""
@@ -76,25 +97,53 @@ def manifest_path(out_dir: str, process: int, count: int) -> str:
 
 
 def load_manifests(out_dir: str) -> dict[str, dict]:
-    """Every manifest in ``out_dir``, by path (one that vanishes or is half-read by a race is skipped)."""
+    """Every manifest in ``out_dir`` (files named as :func:`manifest_path` names them), by path.
+
+    Raises:
+        OutputError: a manifest is not a JSON object; the message names it.
+    """
     found = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "_manifest*.json"))):
+    names = sorted(n for n in os.listdir(out_dir) if MANIFEST_RE.match(n)) if os.path.isdir(out_dir) else []
+    for name in names:
+        path = os.path.join(out_dir, name)
         try:
             with open(path, encoding="utf-8") as f:
-                found[path] = json.load(f)
-        except (OSError, ValueError):
-            continue
+                manifest = json.load(f)
+        except FileNotFoundError:
+            continue  # removed by process 0 after a change of process count
+        except (OSError, ValueError) as e:
+            raise OutputError(_corrupt_manifest(path, str(e))) from None
+        if not isinstance(manifest, dict):
+            raise OutputError(_corrupt_manifest(path, f"a JSON {type(manifest).__name__}, not an object"))
+        found[path] = manifest
     return found
 
 
-def check_settings(out_dir: str, settings: dict) -> None:
+def _corrupt_manifest(path: str, detail: str) -> str:
+    return (
+        f"{path} is corrupt ({detail}), so the job's settings cannot be checked; restore it, or start over "
+        "in a new --output directory."
+    )
+
+
+def check_settings(out_dir: str, settings: dict) -> dict[str, dict]:
     """Refuses an output directory that holds a different job's shards, or files that are not ours.
+
+    Returns:
+        The manifests, by path.
 
     Raises:
         JobConflict: the message names each differing setting.
+        OutputError: a manifest is corrupt.
     """
     manifests = load_manifests(out_dir)
     for path, manifest in manifests.items():
+        version = manifest.get("format_version")
+        if version != MANIFEST_VERSION:
+            raise JobConflict(
+                f"{path} was written by another version of gte-jax (manifest format {version!r}, this one writes "
+                f"{MANIFEST_VERSION}); finish that job with that version, or choose a new --output directory."
+            )
         old = manifest.get("settings", {})
         if old != settings:
             diffs = [
@@ -114,6 +163,12 @@ def check_settings(out_dir: str, settings: dict) -> None:
                 f"{out_dir} is not empty and has no _manifest.json (it holds {strangers[0]!r}); "
                 "choose a new or empty --output directory."
             )
+    return manifests
+
+
+def settings_digest(settings: dict) -> str:
+    """A short digest of the settings, recorded in every shard so a rerun can tell its own shards."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _now() -> str:
@@ -128,10 +183,20 @@ def embed_texts(enc, texts: list[str], batch_size: int, normalize: bool) -> tupl
 
 
 def load_encoder(model: str, *, dtype: str, max_length: int | None):
-    """The model on this process's devices only: each host encodes its shards independently."""
+    """The model on this process's devices only: each host encodes its shards independently.
+
+    Raises:
+        OptionError: ``dtype`` or ``max_length`` does not fit the model.
+        ModelNotFoundError, CheckpointError: as :meth:`GTEEncoder.from_pretrained`.
+    """
     from gte_jax import GTEEncoder, sharding
 
-    return GTEEncoder.shared(model, dtype=dtype, max_length=max_length, mesh=sharding.local_mesh())
+    try:
+        return GTEEncoder.shared(model, dtype=dtype, max_length=max_length, mesh=sharding.local_mesh())
+    except ValueError as e:
+        if type(e) is not ValueError:  # CheckpointError and the like: the callers' to handle
+            raise
+        raise OptionError(f"{e} (check --max-length and --dtype)") from e
 
 
 def run(job: EmbedJob) -> dict:
@@ -143,124 +208,328 @@ def run(job: EmbedJob) -> dict:
     Raises:
         InputError: the input cannot be read, or a row is invalid and ``skip_invalid`` is off;
             the message names the file and line. Shards finished before it stay (a rerun resumes).
-        JobConflict: the output directory holds a different job.
-        ValueError: a bad option value.
+        JobConflict: the output directory holds a different job, or another process is running this one.
+        OutputError: the output directory cannot be created or written (full disk included), or holds a
+            damaged or foreign shard or manifest; the message names the file.
+        EmbeddingError: the model gave NaN or infinite embeddings; the message names the rows.
+        OptionError: ``max_length`` or ``dtype`` does not fit the model.
     """
     import jax
 
-    if job.shard_size < 1 or job.batch_size < 1:
-        raise ValueError("--shard-size and --batch-size must be positive.")
     source = Source(job.input, detect_format(job.input, job.format), text_field=job.text_field, id_field=job.id_field)
     process, count = jax.process_index(), jax.process_count()
-    enc = load_encoder(job.model, dtype=job.dtype, max_length=job.max_length)
-    settings = {
-        "model": model_id(job.model),
-        "dtype": job.dtype,
-        "max_length": enc.max_length,
-        "dimension": enc.dim,
-        "pooling": enc.pooling,
-        "normalize": job.normalize,
-        "input": {"format": source.format, **fingerprint(job.input)},
-        "text_field": source.text_field,
-        "id_field": source.id_field,
-        "id_type": source.id_type,
-        "shard_size": job.shard_size,
-    }
-    out = job.output
-    check_settings(out, settings)
-    os.makedirs(out, exist_ok=True)
-    manifest_file = manifest_path(out, process, count)
-    manifest = {
-        "format_version": MANIFEST_VERSION,
-        "settings": settings,
-        "input_path": os.path.abspath(job.input),
-        "process": {"index": process, "count": count},
-        "status": "running",
-        "started": _now(),
-    }
-    shards.write_json_atomic(manifest_file, manifest)
-    if process == 0:  # after a rerun with another process count, the old layout's manifests would double-count
-        layout = {manifest_path(out, k, count) for k in range(count)}
-        for stale in set(load_manifests(out)) - layout:
-            os.remove(stale)
+    out = prepare_output(job.output)
+    with _holding_lock(out, process):
+        enc = load_encoder(job.model, dtype=job.dtype, max_length=job.max_length)
+        state = _JobRun(job, source, enc, process, count)
+        state.check()
+        state.start()
+        state.embed_shards()
+        return state.finish()
 
-    done = shards.complete_shards(out)
-    size = job.shard_size
-    total = None
-    if source.total_rows is not None and count == 1:  # rows left to embed, for the bar
-        total = max(0, source.total_rows - sum(min(size, source.total_rows - k * size) for k in done))
-    bar = None
-    if not job.quiet:
-        from tqdm.auto import tqdm
 
-        desc = "embedding" if count == 1 else f"embedding (process {process}/{count})"
-        bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
+def prepare_output(out: str) -> str:
+    """Creates the output directory if missing.
 
-    writer = None
-    rows_done = tokens = 0
-    start = time.perf_counter()
+    Raises:
+        OutputError: ``out`` is a file, or cannot be created or written in.
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"--output {out} is a file, not a directory; choose a directory (it is created if missing).")
     try:
-        for piece in source.pieces(size, lambda k: k % count == process and k not in done):
-            if writer is not None and writer.k != piece.shard:
-                writer.commit()
-                writer = None
-            if writer is None:
-                writer = shards.ShardWriter(out, piece.shard, piece.shard * size, source.id_type, enc.dim)
-            if piece.invalid and not job.skip_invalid:
-                raise InputError(f"{piece.invalid[0]}; fix it, or pass --skip-invalid to skip such rows.")
-            vectors, n_tokens = embed_texts(enc, piece.texts, job.batch_size, job.normalize)
-            writer.write(piece.ids, vectors)
-            writer.rows += piece.rows
-            writer.blank += piece.blank
-            writer.invalid.extend(piece.invalid)
-            rows_done += piece.rows
-            tokens += n_tokens
-            if bar is not None:
-                bar.update(piece.rows)
-                bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", refresh=False)
-        if writer is not None:
-            writer.commit()
-            writer = None
-    except BaseException as e:
-        if writer is not None:
-            writer.abort()
-        if bar is not None:
-            bar.close()
-        if isinstance(e, Exception):
-            shards.write_json_atomic(
-                manifest_file, {**manifest, "status": "stopped", "error": str(e), "updated": _now()}
-            )
-        raise
-    if bar is not None:
-        bar.close()
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        message = f"cannot create the output directory {out} ({e.strerror}); choose another --output."
+        raise OutputError(message) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write in the output directory {out}; choose a writable --output directory.")
+    return out
 
-    rows = source.rows_seen
-    n_shards = max(1, -(-rows // size))  # an empty corpus still gets shard 0, an empty table
-    if rows == 0 and process == 0 and 0 not in shards.complete_shards(out):
-        shards.ShardWriter(out, 0, 0, source.id_type, enc.dim).commit()
-    mine = [shards.shard_info(out, k) for k in range(n_shards) if k % count == process]
-    invalid_rows = [r for info in mine for r in info.pop("invalid_rows")]
-    manifest.update(
-        status="complete",
-        updated=_now(),
-        input_rows=rows,
-        shards_total=n_shards,
-        rows={
-            "input": sum(i["rows"] for i in mine),
-            **{k: sum(i[k] for i in mine) for k in ("embedded", "invalid", "blank")},
-        },
-        invalid_examples=invalid_rows[:20],
-        shards=[{"file": shards.shard_name(info["shard"]), **info} for info in mine],
-        this_run={"rows": rows_done, "tokens": tokens, "seconds": round(time.perf_counter() - start, 3)},
-    )
-    shards.write_json_atomic(manifest_file, manifest)
-    if not job.quiet:
-        counts = manifest["rows"]
-        skipped = (
-            f"; skipped {counts['invalid']} invalid row(s), listed in {manifest_file}" if counts["invalid"] else ""
-        )
+
+@contextlib.contextmanager
+def _holding_lock(out: str, process: int):
+    """Holds process ``process``'s lock on ``out`` (see :mod:`gte_jax.corpus.lock`)."""
+    try:
+        lock = OutputLock(out, process).acquire()
+    except LockHeld as e:
+        who = f"pid {e.holder.get('pid', 'unknown')} on host {e.holder.get('host', 'unknown')}"
+        since = f", since {e.holder['started']}" if "started" in e.holder else ""
+        raise JobConflict(
+            f"{out} is in use by another gte-jax embed ({who}{since}; lock file {e.path}); wait for it to finish "
+            "or stop it, then rerun, or choose another --output directory."
+        ) from None
+    except OSError as e:
+        raise OutputError(
+            f"cannot write in the output directory {out} ({e.strerror}); choose a writable --output directory."
+        ) from None
+    if not lock.supported:
         print(
-            f"{counts['embedded']} rows embedded into {len(mine)} shard(s) in {out}{skipped}",
+            f"gte-jax embed: warning: {out} does not support file locks; make sure no other job writes there.",
             file=sys.stderr,
         )
-    return manifest
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _write_manifest(path: str, manifest: dict) -> None:
+    try:
+        shards.write_json_atomic(path, manifest)
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror}); free some space, then rerun to resume.") from None
+
+
+class _Progress:
+    """The progress bar with a token rate, on stderr; none when ``enabled`` is false."""
+
+    def __init__(self, total: int | None, desc: str, enabled: bool):
+        self.rows = self.tokens = 0
+        self.start = time.perf_counter()
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, rows: int, tokens: int) -> None:
+        self.rows += rows
+        self.tokens += tokens
+        if self._bar is not None:
+            self._bar.update(rows)
+            rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+            self._bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+
+    def close(self) -> None:
+        """Closes the bar; a bar that never moved is erased rather than printed again."""
+        if self._bar is not None:
+            if self.rows == 0:
+                self._bar.leave = False
+            self._bar.close()
+            self._bar = None
+
+    def summary(self) -> dict:
+        return {"rows": self.rows, "tokens": self.tokens, "seconds": round(time.perf_counter() - self.start, 3)}
+
+
+class _JobRun:
+    """One process's run of a job, in steps: :meth:`check`, :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
+
+    def __init__(self, job: EmbedJob, source: Source, enc, process: int, count: int):
+        self.job, self.source, self.enc = job, source, enc
+        self.process, self.count = process, count
+        self.out = job.output
+        self.size = job.shard_size
+        self.settings = {
+            "model": model_id(job.model),
+            "dtype": job.dtype,
+            "max_length": enc.max_length,
+            "dimension": enc.dim,
+            "pooling": enc.pooling,
+            "normalize": job.normalize,
+            "input": {"format": source.format, **fingerprint(job.input)},
+            "text_field": source.text_field,
+            "id_field": source.id_field,
+            "id_type": source.id_type,
+            "shard_size": job.shard_size,
+        }
+        self.digest = settings_digest(self.settings)
+        self.manifest_file = manifest_path(self.out, process, count)
+        self.manifest: dict = {}
+        self.infos: dict[int, dict] = {}  # shard footers, checked or written by this run
+        self.records: dict[int, dict] = {}  # shard entries of the manifest
+        self.done: set[int] = set()
+        self.written = 0
+        self.progress: _Progress | None = None
+
+    def mine(self, k: int) -> bool:
+        return k % self.count == self.process
+
+    # -- steps --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Checks, before anything is written, that the output directory holds this job: the manifests'
+        settings, and each finished shard of ours (by its footer, and its size against the manifest)."""
+        manifests = check_settings(self.out, self.settings)
+        recorded = {
+            s["shard"]: (s, path)
+            for path, m in manifests.items()
+            for s in m.get("shards", [])
+            if isinstance(s, dict) and isinstance(s.get("shard"), int) and self.mine(s["shard"])
+        }
+        self.done = {k for k in shards.complete_shards(self.out) if self.mine(k)}
+        for k in sorted(self.done):
+            self.infos[k] = shards.verify_shard(
+                self.out, k, shard_size=self.size, job=self.digest, id_type=self.source.id_type, dim=self.enc.dim
+            )
+            self.records[k] = self._known_record(k, *recorded.get(k, (None, None)))
+
+    def start(self) -> None:
+        """Writes the manifest as ``running`` and clears what killed runs of this process left behind."""
+        self.manifest = {
+            "format_version": MANIFEST_VERSION,
+            "settings": self.settings,
+            "job": self.digest,
+            "input_path": os.path.abspath(self.job.input),
+            "process": {"index": self.process, "count": self.count},
+            "status": "running",
+            "started": _now(),
+            "shards": self._records(),
+        }
+        _write_manifest(self.manifest_file, self.manifest)
+        if self.process == 0:  # after a rerun with another process count, the old layout's manifests would double-count
+            layout = {manifest_path(self.out, k, self.count) for k in range(self.count)}
+            for stale in set(load_manifests(self.out)) - layout:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stale)
+        shards.remove_leftovers(self.out, self.mine, self.manifest_file)
+
+    def embed_shards(self) -> None:
+        """The shard loop: embeds every row of this process's unfinished shards, committing each shard whole.
+
+        On an error the open shard is dropped and the manifest says ``stopped``, with the error.
+        """
+        self.progress = _Progress(self._rows_left(), self._bar_label(), enabled=not self.job.quiet)
+        writer = None
+        try:
+            for piece in self.source.pieces(self.size, lambda k: self.mine(k) and k not in self.done):
+                if writer is not None and writer.k != piece.shard:
+                    self._commit(writer)
+                    writer = None
+                if writer is None:
+                    writer = self._open(piece.shard)
+                self._add(writer, piece)
+            if writer is not None:
+                self._commit(writer)
+                writer = None
+            if self.source.rows_seen == 0 and self.process == 0 and 0 not in self.done:
+                self._commit(self._open(0))  # an empty corpus still gets shard 0, an empty table
+        except BaseException as e:
+            if writer is not None:
+                writer.abort()
+            self.progress.close()
+            if isinstance(e, Exception):
+                self._record_stop(e)
+            raise
+        self.progress.close()
+
+    def finish(self) -> dict:
+        """Writes the manifest as ``complete``, with the totals of this process's shards; prints a summary."""
+        rows = self.source.rows_seen
+        n_shards = max(1, -(-rows // self.size))
+        mine = [k for k in range(n_shards) if self.mine(k)]
+        infos = [self.infos[k] for k in mine]
+        invalid_rows = [r for info in infos for r in info.get("invalid_rows", [])]
+        self.manifest.update(
+            status="complete",
+            updated=_now(),
+            input_rows=rows,
+            shards_total=n_shards,
+            rows={
+                "input": sum(i["rows"] for i in infos),
+                **{key: sum(i[key] for i in infos) for key in ("embedded", "invalid", "blank")},
+            },
+            invalid_examples=invalid_rows[:20],
+            shards=[self.records[k] for k in mine],
+            this_run=self.progress.summary(),
+        )
+        _write_manifest(self.manifest_file, self.manifest)
+        if not self.job.quiet:
+            print(self._summary(len(mine)), file=sys.stderr)
+        return self.manifest
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _known_record(self, k: int, record: dict | None, manifest: str | None) -> dict:
+        """Shard ``k``'s manifest entry, checked against the file when a manifest recorded one."""
+        path = os.path.join(self.out, shards.shard_name(k))
+        size = os.path.getsize(path)
+        if record is not None and record.get("bytes") != size:
+            raise OutputError(
+                f"{path} has {size} bytes, but {manifest} recorded {record.get('bytes')!r} when it was written; "
+                "it was replaced: delete it and rerun the same command to redo it."
+            )
+        if record is not None and "sha256" in record:
+            return record
+        info = {key: v for key, v in self.infos[k].items() if key not in ("invalid_rows", "job")}
+        return {"file": shards.shard_name(k), **info, "bytes": size, "sha256": shards.file_sha256(path)}
+
+    def _records(self) -> list[dict]:
+        return [self.records[k] for k in sorted(self.records)]
+
+    def _open(self, k: int) -> shards.ShardWriter:
+        try:
+            return shards.ShardWriter(self.out, k, k * self.size, self.source.id_type, self.enc.dim, self.digest)
+        except OSError as e:
+            raise OutputError(self._write_failed(k, e)) from None
+
+    def _add(self, writer: shards.ShardWriter, piece: Piece) -> None:
+        """Embeds ``piece`` into ``writer``'s shard, refusing invalid rows (unless skipped) and non-finite vectors."""
+        if piece.invalid and not self.job.skip_invalid:
+            raise InputError(f"{piece.invalid[0]}; fix it, or pass --skip-invalid to skip such rows.")
+        vectors, n_tokens = embed_texts(self.enc, piece.texts, self.job.batch_size, self.job.normalize)
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if bad.size:
+            raise EmbeddingError(self._non_finite(piece, bad))
+        try:
+            writer.add(piece, vectors)
+        except OSError as e:
+            raise OutputError(self._write_failed(writer.k, e)) from None
+        self.progress.update(piece.rows, n_tokens)
+
+    def _commit(self, writer: shards.ShardWriter) -> None:
+        try:
+            info = writer.commit()
+        except OSError as e:
+            raise OutputError(self._write_failed(writer.k, e)) from None
+        self.written += 1
+        self.infos[writer.k] = info
+        self.records[writer.k] = {
+            "file": shards.shard_name(writer.k),
+            **{key: v for key, v in info.items() if key not in ("invalid_rows", "job")},
+        }
+        self.manifest.update(shards=self._records(), updated=_now())
+        _write_manifest(self.manifest_file, self.manifest)
+
+    def _record_stop(self, error: Exception) -> None:
+        """Marks the manifest ``stopped``; on a full disk, where even that fails, rewrites it in place."""
+        stopped = {**self.manifest, "status": "stopped", "error": str(error), "updated": _now()}
+        try:
+            shards.write_json_atomic(self.manifest_file, stopped)
+        except OSError:
+            with contextlib.suppress(OSError), open(self.manifest_file, "w", encoding="utf-8") as f:
+                json.dump(stopped, f, indent=2)
+
+    def _rows_left(self) -> int | None:
+        """Rows left to embed, for the bar: known up front for Parquet on one process."""
+        total = self.source.total_rows
+        if total is None or self.count != 1:
+            return None
+        return max(0, total - sum(min(self.size, total - k * self.size) for k in self.done))
+
+    def _bar_label(self) -> str:
+        return "embedding" if self.count == 1 else f"embedding (process {self.process}/{self.count})"
+
+    def _write_failed(self, k: int, e: OSError) -> str:
+        return (
+            f"cannot write {os.path.join(self.out, shards.shard_name(k))} ({e.strerror}); free some space (or raise "
+            "the file size limit), then rerun the same command to resume."
+        )
+
+    def _non_finite(self, piece: Piece, bad: np.ndarray) -> str:
+        where = [self.source.where(piece.valid_rows[i]) for i in bad[:5]]
+        more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+        hint = "; bfloat16 may overflow: try --dtype float32" if self.job.dtype == "bfloat16" else ""
+        return (
+            f"the model gave NaN or infinite embeddings for {', '.join(where)}{more}; nothing of shard "
+            f"{piece.shard} was written. Check the model's weights for NaN/inf{hint}, then rerun to resume."
+        )
+
+    def _summary(self, n_shards: int) -> str:
+        counts = self.manifest["rows"]
+        if self.written == 0:
+            return f"{self.out} was already complete: {counts['embedded']} rows in {n_shards} shard(s); nothing to do."
+        skipped = (
+            f"; skipped {counts['invalid']} invalid row(s), listed in {self.manifest_file}" if counts["invalid"] else ""
+        )
+        return f"{counts['embedded']} rows embedded into {n_shards} shard(s) in {self.out}{skipped}"

@@ -1,26 +1,38 @@
 """The output directory: Parquet shards that appear only when complete, and the manifests.
 
 Shard ``k`` is ``part-{k:05d}.parquet``. It is written under a hidden name
-(``.part-00003.parquet.tmp``), flushed to disk and renamed, so a file with the
-final name is always whole; a job killed mid-shard leaves only the hidden
-file, which the next run overwrites. Every other file starts with ``_`` or
-``.``, so ``pyarrow.parquet.read_table(out_dir)`` reads exactly the shards.
+(``.part-00003.parquet.<pid>.tmp``), flushed to disk and renamed, so a file
+with the final name is always whole; a job killed mid-shard leaves only the
+hidden file, which the next run of that process removes. Every other file
+starts with ``_`` or ``.``, so ``pyarrow.parquet.read_table(out_dir)`` reads
+exactly the shards.
+
+Each shard's footer records which shard of which job it is (index, first input
+row, row counts, a digest of the job's settings), so a resumed job can tell a
+shard it wrote from one copied or renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+SHARD_TMP_RE = re.compile(r"^\.part-(\d{5,})\.parquet(?:\.\d+)?\.tmp$")  # ours only: never other hidden files
 METADATA_KEY = b"gte_jax.shard"
 ID_TYPES = {"int64": pa.int64(), "string": pa.string()}
+
+
+class OutputError(Exception):
+    """The output directory cannot be used as it is (not writable, full, or holding a damaged file)."""
 
 
 def shard_name(k: int) -> str:
@@ -35,15 +47,66 @@ def complete_shards(out_dir: str) -> set[int]:
 
 
 def shard_info(out_dir: str, k: int) -> dict:
-    """What a shard covers: ``first_row``, input ``rows``, and ``embedded``, ``invalid``, ``blank`` counts."""
-    meta = pq.read_metadata(os.path.join(out_dir, shard_name(k))).metadata or {}
-    return json.loads(meta[METADATA_KEY])
+    """What shard ``k`` covers, from its footer: ``shard``, ``first_row``, input ``rows``, ``job`` (the
+    settings digest), and ``embedded``, ``invalid``, ``blank`` counts.
+
+    Raises:
+        OutputError: the file is not a whole shard written by gte-jax; the message names it.
+    """
+    path = os.path.join(out_dir, shard_name(k))
+    try:
+        meta = pq.read_metadata(path)
+        info = json.loads((meta.metadata or {})[METADATA_KEY])
+    except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+        detail = "no gte-jax shard record in its footer" if isinstance(e, KeyError) else str(e)
+        raise OutputError(
+            f"{path} is not a whole shard written by gte-jax ({detail}); delete it and rerun the same command "
+            "to redo that shard."
+        ) from None
+    if not isinstance(info, dict):
+        raise OutputError(f"{path}: its gte-jax shard record is not an object; delete it and rerun to redo it.")
+    info["_num_rows"] = meta.num_rows
+    info["_schema"] = meta.schema.to_arrow_schema().remove_metadata()
+    return info
+
+
+def verify_shard(out_dir: str, k: int, *, shard_size: int, job: str, id_type: str, dim: int) -> dict:
+    """Shard ``k``'s footer record after checking that it is shard ``k`` of this job.
+
+    Raises:
+        OutputError: the file is damaged, or is another shard or another job's (copied or
+            renamed into place); the message names the file and says what differs.
+    """
+    info = shard_info(out_dir, k)
+    expected = {"shard": k, "first_row": k * shard_size, "job": job}
+    wrong = [f"{key} {info.get(key)!r} (expected {want!r})" for key, want in expected.items() if info.get(key) != want]
+    rows, embedded = info.get("rows"), info.get("embedded")
+    if not (isinstance(rows, int) and 0 <= rows <= shard_size and (rows > 0 or k == 0)):
+        wrong.append(f"rows {rows!r} (expected 1 to {shard_size})")
+    if embedded != info.pop("_num_rows"):
+        wrong.append(f"embedded {embedded!r} (the file holds a different number of rows)")
+    if info.pop("_schema") != schema(id_type, dim):
+        wrong.append(f"a schema other than id {id_type}, embedding float32[{dim}]")
+    if wrong:
+        raise OutputError(
+            f"{os.path.join(out_dir, shard_name(k))} is not shard {k} of this job (it records {'; '.join(wrong)}); "
+            "it was copied, renamed or made by another job: delete it and rerun the same command to redo it."
+        )
+    return info
 
 
 def schema(id_type: str, dim: int) -> pa.Schema:
     return pa.schema(
         [pa.field("id", ID_TYPES[id_type], nullable=False), pa.field("embedding", pa.list_(pa.float32(), dim))]
     )
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(path: str) -> None:
@@ -56,35 +119,70 @@ def fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    """Writes ``path`` under a hidden temporary name, then renames it into place."""
+def tmp_name(path: str) -> str:
+    """The hidden, per-process name ``path`` is written under before the rename."""
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(folder or ".")
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Writes ``path`` under a hidden temporary name, then renames it into place (no temporary file stays)."""
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def remove_leftovers(out_dir: str, mine: Callable[[int], bool], manifest: str) -> list[str]:
+    """Deletes the temporary files that killed runs of this process left: shards ``k`` with ``mine(k)``, and
+    ``manifest``'s. Only names of our own temporary pattern are touched; returns the names removed."""
+    manifest_tmp = re.compile(rf"^\.{re.escape(os.path.basename(manifest))}\.\d+\.tmp$")
+    removed = []
+    for name in os.listdir(out_dir):
+        m = SHARD_TMP_RE.match(name)
+        if (m and mine(int(m.group(1)))) or manifest_tmp.match(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
+            removed.append(name)
+    return removed
 
 
 class ShardWriter:
     """One shard being written: row groups appended to a hidden file, renamed into place by :meth:`commit`.
 
-    The shard's :meth:`info` (rows covered, invalid rows) goes into the Parquet
-    footer's key-value metadata, so a later run can total a shard without reading it.
+    The writer counts what the shard covers (input rows, blank and invalid rows, embedded
+    vectors); :meth:`info` goes into the Parquet footer's key-value metadata, so a later
+    run can check and total a shard without reading it.
+
+    Args:
+        out_dir: the output directory.
+        k: the shard index.
+        first_row: the shard's first input row.
+        id_type: ``"int64"`` or ``"string"``.
+        dim: the embedding size.
+        job: a digest of the job's settings, recorded so a rerun knows the shard is its own.
     """
 
-    def __init__(self, out_dir: str, k: int, first_row: int, id_type: str, dim: int):
+    def __init__(self, out_dir: str, k: int, first_row: int, id_type: str, dim: int, job: str):
         self.out_dir = out_dir
         self.k = k
         self.first_row = first_row
+        self.job = job
         self.rows = 0
         self.embedded = 0
         self.blank = 0
         self.invalid: list = []
-        self.tmp = os.path.join(out_dir, f".{shard_name(k)}.tmp")
+        self.path = os.path.join(out_dir, shard_name(k))
+        self.tmp = tmp_name(self.path)
         self._schema = schema(id_type, dim)
         self._file = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit or abort)
         self._writer = pq.ParquetWriter(self._file, self._schema)
@@ -98,7 +196,17 @@ class ShardWriter:
             "invalid": len(self.invalid),
             "blank": self.blank,
             "invalid_rows": [{"row": i.row, "where": i.where, "reason": i.reason} for i in self.invalid[:20]],
+            "job": self.job,
         }
+
+    def add(self, piece, vectors: np.ndarray) -> None:
+        """Appends a :class:`~gte_jax.corpus.sources.Piece`: its valid rows' ``vectors`` as one row group, and
+        its counts of input, blank and invalid rows."""
+        if piece.ids:
+            self.write(piece.ids, vectors)
+        self.rows += piece.rows
+        self.blank += piece.blank
+        self.invalid.extend(piece.invalid)
 
     def write(self, ids: list, vectors: np.ndarray) -> None:
         """Appends one row group."""
@@ -108,22 +216,29 @@ class ShardWriter:
         self._writer.write_table(pa.table([ids, pa.FixedSizeListArray.from_arrays(flat, dim)], schema=self._schema))
         self.embedded += len(ids)
 
-    def commit(self) -> str:
-        """Finishes the shard, makes it durable and gives it its final name; returns the path."""
-        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(self.info())})
+    def commit(self) -> dict:
+        """Finishes the shard, makes it durable and gives it its final name.
+
+        Returns:
+            :meth:`info` plus the file's ``bytes`` and ``sha256``.
+        """
+        info = self.info()
+        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(info)})
         self._writer.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        path = os.path.join(self.out_dir, shard_name(self.k))
-        os.replace(self.tmp, path)
+        digest = file_sha256(self.tmp)  # from the page cache, just written
+        size = os.path.getsize(self.tmp)
+        os.replace(self.tmp, self.path)
         fsync_dir(self.out_dir)
-        return path
+        return {**info, "bytes": size, "sha256": digest}
 
     def abort(self) -> None:
-        """Drops the partial shard."""
+        """Drops the partial shard; never raises, even when closing fails again (a full disk)."""
         with contextlib.suppress(Exception):
             self._writer.close()
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
+            self._file.close()  # flushing may fail again; the file is closed regardless
+        with contextlib.suppress(OSError):
             os.remove(self.tmp)

@@ -46,6 +46,7 @@ class Piece:
     rows: int = 0  # input rows covered, valid, invalid and blank
     ids: list = dataclasses.field(default_factory=list)
     texts: list = dataclasses.field(default_factory=list)
+    valid_rows: list = dataclasses.field(default_factory=list)  # the input row of each text
     invalid: list = dataclasses.field(default_factory=list)
     blank: int = 0
     nbytes: int = 0
@@ -66,15 +67,21 @@ def detect_format(path: str, fmt: str | None = None) -> str:
 
 
 def fingerprint(path: str) -> dict:
-    """Size and a hash of the first and last MiB: cheap, and changes when the file is edited or appended to."""
-    size = os.path.getsize(path)
+    """Size and SHA-256 of the whole file, so any edit shows (the file is read once, at about disk speed).
+
+    Raises:
+        InputError: the file cannot be read.
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(size - (1 << 20))
-        h.update(f.read(1 << 20))
-    return {"bytes": size, "sha256_head_tail": h.hexdigest()}
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+                size += len(block)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror}).") from None
+    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 class Source:
@@ -97,6 +104,11 @@ class Source:
             raise InputError(f"{path}: no such file.")
         if fmt not in FORMATS:
             raise InputError(f"{path}: unknown format {fmt!r}; use one of {FORMATS}.")
+        if id_field is not None and id_field == text_field and fmt != "txt":
+            raise InputError(
+                f"{path}: --id-field and --text-field both name {id_field!r}; ids and texts must be different "
+                "fields (leave --id-field out to number the rows)."
+            )
         self.path = path
         self.format = fmt
         self.text_field = text_field if fmt != "txt" else None
@@ -114,6 +126,10 @@ class Source:
     @property
     def id_source(self) -> str:
         return f"field {self.id_field!r}" if self.id_field else "row number (0-based)"
+
+    def where(self, row: int) -> str:
+        """Input row ``row`` (0-based) as messages name it: ``file line N`` (1-based) or ``file row N``."""
+        return f"{self.path} row {row}" if self.format == "parquet" else f"{self.path} line {row + 1}"
 
     def pieces(
         self, shard_size: int, wanted: Callable[[int], bool], *, chunk_rows: int = 8192, chunk_bytes: int = 4 << 20
@@ -165,6 +181,7 @@ class Source:
         if text is not None:  # an empty line is an empty text, embedded like any other
             piece.ids.append(row)
             piece.texts.append(text)
+            piece.valid_rows.append(row)
 
     def _jsonl_row(self, row: int, raw: bytes, piece: Piece) -> None:
         line = self._decode(row, raw, piece)
@@ -204,9 +221,12 @@ class Source:
                 return
         piece.ids.append(doc_id)
         piece.texts.append(text)
+        piece.valid_rows.append(row)
 
     def _jsonl_ids(self, id_field: str | None) -> tuple[str | None, str]:
         """The id field and type, from the first line that is a JSON object (every process decides alike)."""
+        if id_field is None and self.text_field == "id":
+            return None, "int64"  # the texts are in "id": number the rows
         name = id_field or "id"
         with open(self.path, "rb") as f:
             for row, raw in enumerate(f):
@@ -254,7 +274,7 @@ class Source:
         if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
             raise InputError(f"{self.path}: column {self.text_field!r} is {text_type}; texts must be strings.")
         name = id_field or "id"
-        if name not in schema.names:
+        if name not in schema.names or (id_field is None and self.text_field == "id"):
             if id_field is not None:
                 columns = ", ".join(schema.names)
                 raise InputError(f"{self.path}: no column {id_field!r} for --id-field (columns: {columns}).")
@@ -267,47 +287,58 @@ class Source:
         raise InputError(f"{self.path}: id column {name!r} is {id_type}; ids must be integers or strings.")
 
     def _parquet_pieces(self, shard_size, wanted, chunk_rows, chunk_bytes) -> Iterator[Piece]:
+        piece = None
+        for r, text, doc_id in self._parquet_rows(shard_size, wanted, min(chunk_rows, shard_size)):
+            shard = r // shard_size
+            if _full(piece, shard, chunk_rows, chunk_bytes):
+                if piece is not None:
+                    yield piece
+                piece = Piece(shard, r)
+            piece.rows += 1
+            problem = self._parquet_problem(text, doc_id)
+            if problem:
+                piece.invalid.append(Invalid(r, self.where(r), problem))
+            else:
+                piece.ids.append(doc_id)
+                piece.texts.append(text)
+                piece.valid_rows.append(r)
+                piece.nbytes += len(text)
+        if piece is not None:
+            yield piece
+
+    def _parquet_rows(self, shard_size, wanted, batch_rows) -> Iterator[tuple[int, str | None, object]]:
+        """``(row, text, id)`` of the wanted shards' rows; row groups without any are not read."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(self.path)
         columns = [self.text_field] + ([self.id_field] if self.id_field else [])
-        piece = None
         start = 0
         for group in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(group).num_rows
-            if not any(wanted(k) for k in range(start // shard_size, (start + n - 1) // shard_size + 1)):
-                start += n  # not read at all
-                continue
-            row = start
-            try:
-                batches = pf.iter_batches(batch_size=min(chunk_rows, shard_size), row_groups=[group], columns=columns)
-                for batch in batches:
-                    texts = batch.column(0).to_pylist()
-                    ids = batch.column(1).to_pylist() if self.id_field else range(row, row + len(texts))
-                    for r, text, doc_id in zip(range(row, row + len(texts)), texts, ids, strict=True):
-                        shard = r // shard_size
-                        if not wanted(shard):
-                            continue
-                        if _full(piece, shard, chunk_rows, chunk_bytes):
-                            if piece is not None:
-                                yield piece
-                            piece = Piece(shard, r)
-                        piece.rows += 1
-                        if text is None or doc_id is None:
-                            null = repr(self.text_field) if text is None else f"the id {self.id_field!r}"
-                            piece.invalid.append(Invalid(r, f"{self.path} row {r}", f"{null} is null"))
-                        else:
-                            piece.ids.append(doc_id)
-                            piece.texts.append(text)
-                            piece.nbytes += len(text)
-                    row += len(texts)
-            except pa.ArrowException as e:
-                raise InputError(f"{self.path} row group {group}: cannot read it ({e}).") from None
+            if any(wanted(k) for k in range(start // shard_size, (start + n - 1) // shard_size + 1)):
+                row = start
+                try:
+                    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
+                        texts = batch.column(0).to_pylist()
+                        ids = batch.column(1).to_pylist() if self.id_field else range(row, row + len(texts))
+                        rows = range(row, row + len(texts))
+                        yield from (t for t in zip(rows, texts, ids, strict=True) if wanted(t[0] // shard_size))
+                        row += len(texts)
+                except pa.ArrowException as e:
+                    raise InputError(f"{self.path} row group {group}: cannot read it ({e}).") from None
             start += n
-        if piece is not None:
-            yield piece
         self.rows_seen = start
+
+    def _parquet_problem(self, text: str | None, doc_id) -> str | None:
+        """Why a Parquet row cannot be embedded, or None."""
+        if text is None:
+            return f"{self.text_field!r} is null"
+        if doc_id is None:
+            return f"the id {self.id_field!r} is null"
+        if self.id_type == "int64" and not INT64_RANGE[0] <= doc_id <= INT64_RANGE[1]:
+            return f"the id {self.id_field!r} is {doc_id}, outside the int64 range that ids are stored in"
+        return None
 
 
 def _full(piece: Piece | None, shard: int, chunk_rows: int, chunk_bytes: int) -> bool:
@@ -319,9 +350,13 @@ def _id_problem(value, id_type: str, field: str, *, present: bool) -> str | None
     if not present:
         return f"no {field!r} field (the first record has one, so every record needs one)"
     if id_type == "string":
-        if isinstance(value, str):
-            return None
-        return f"the id {field!r} is {_json_type(value)}, not a string like the first record's"
+        if not isinstance(value, str):
+            return f"the id {field!r} is {_json_type(value)}, not a string like the first record's"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"the id {field!r} holds a lone surrogate escape"
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         return f"the id {field!r} is {_json_type(value)}, not an integer like the first record's"
     if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:

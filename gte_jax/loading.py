@@ -1,0 +1,70 @@
+"""Loading a checkpoint: the model directory's files into a sharded NNX model, its tokenizer and pooling."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from gte_jax import sharding
+from gte_jax.attention import default_impl
+from gte_jax.config import GTEConfig
+from gte_jax.hub import resolve_model_dir
+from gte_jax.modeling import BertModel
+from gte_jax.params import check_vocab, find_weights, load_model
+from gte_jax.sentence_config import max_seq_length, pooling_mode
+from gte_jax.tokenization import Tokenizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """What a model directory gives: the model (placed on ``mesh``), its tokenizer and its pooling."""
+
+    model: BertModel
+    tokenizer: Tokenizer
+    pooling: str
+    model_dir: str
+
+
+def load(
+    name_or_path: str,
+    *,
+    mesh: Mesh,
+    dtype: str = "float32",
+    max_length: int | None = None,
+    attention_impl: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+) -> Loaded:
+    """Loads a BERT embedding model; see :meth:`gte_jax.GTEEncoder.from_pretrained` for the arguments.
+
+    Raises:
+        ModelNotFoundError: no such directory and the Hub cannot provide it.
+        ConfigError: ``config.json`` is malformed or not a BERT encoder this module runs.
+        CheckpointError: the weights do not fit the config, or the tokenizer's ids do not fit the embedding table.
+        ValueError: a bad ``dtype`` or ``max_length``.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}.")
+    model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
+    config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
+    limit = config.max_position_embeddings
+    if max_length is None:
+        max_length = min(max_seq_length(model_dir) or limit, limit)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= limit:
+        raise ValueError(f"max_length {max_length!r} is out of range; {name_or_path} accepts 2 to {limit} tokens.")
+    weights = find_weights(model_dir)
+    tokenizer = Tokenizer.from_dir(model_dir, max_length)
+    check_vocab(tokenizer.vocab_size, config, model_dir)  # before the weights: an id past the table gives NaN
+    model = load_model(
+        weights,
+        config,
+        dtype=DTYPES[dtype],
+        attention_impl=attention_impl or default_impl(),
+        sharding=functools.partial(sharding.param_sharding, mesh),
+    )
+    return Loaded(model, tokenizer, pooling_mode(model_dir), model_dir)
