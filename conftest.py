@@ -51,3 +51,15 @@ def minilm_dir() -> str:
 @pytest.fixture(scope="session")
 def sts_test() -> tuple[list[str], list[str], list[float]]:
     return read_sts("test")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where JAX's default backend is a GPU (``-m gpu`` selects them)."""
+    import jax
+
+    if jax.default_backend() == "gpu":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU (JAX's default backend here is not one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

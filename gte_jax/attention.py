@@ -13,6 +13,9 @@ over (batch, head) pairs; ``bench/attention_cpu.py`` measures the choices.
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import jax
 import jax.numpy as jnp
 
@@ -106,9 +109,15 @@ def gpu_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, 
         full_mask = jnp.broadcast_to(mask[:, None, None, :].astype(bool), (B, 1, T, S))
         try:
             return jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # no cuDNN (CPU, TPU, ROCm), or a shape it does not take: fall back
+        except (NotImplementedError, RuntimeError, ValueError) as e:  # no cuDNN (CPU, TPU, ROCm), or a shape
+            _warn_fallback(f"cuDNN attention is unavailable for {q.dtype} {tuple(q.shape)} ({e})")
     return einsum_attention(q, k, v, mask, precision=precision)
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    """Says once per reason (at trace time) that the ``gpu`` kernel runs the einsum instead."""
+    warnings.warn(f"attention_impl 'gpu': {reason}; running the einsum kernel instead.", stacklevel=3)
 
 
 _IMPLS = {

@@ -25,13 +25,18 @@ def _inputs(batch: int, tokens: int, seed: int = 0, dtype=jnp.float32):
     return q, k, v, mask
 
 
+HAS_GPU = jax.default_backend() == "gpu"
+# The "gpu" kernel runs the einsum itself off a GPU: its comparisons only mean something on one.
+IMPLS = [pytest.param(impl, marks=pytest.mark.gpu) if impl == "gpu" else impl for impl in ATTENTION_IMPLS]
+
+
 @functools.cache
 def _jitted(impl: str):
     return jax.jit(functools.partial(attention, impl=impl))
 
 
 @pytest.mark.parametrize("tokens", [16, 128])  # both sides of the "cpu" kernel's switch
-@pytest.mark.parametrize("impl", ATTENTION_IMPLS)
+@pytest.mark.parametrize("impl", IMPLS)
 def test_float32_matches_einsum(impl, tokens):
     q, k, v, mask = _inputs(5, tokens)
     ref = np.asarray(_jitted("einsum")(q, k, v, mask))
@@ -41,7 +46,7 @@ def test_float32_matches_einsum(impl, tokens):
     assert np.abs(np.asarray(out) - ref).max() <= 1e-6, impl
 
 
-@pytest.mark.parametrize("impl", ATTENTION_IMPLS)
+@pytest.mark.parametrize("impl", IMPLS)
 def test_fully_padded_row_is_a_uniform_average(impl):
     q, k, v, mask = _inputs(4, 16)
     out = np.asarray(_jitted(impl)(q, k, v, mask))[2]  # row 2 has no real tokens
@@ -49,7 +54,7 @@ def test_fully_padded_row_is_a_uniform_average(impl):
 
 
 @pytest.mark.parametrize("tokens", [16, 128])
-@pytest.mark.parametrize("impl", ATTENTION_IMPLS)
+@pytest.mark.parametrize("impl", IMPLS)
 def test_bfloat16_stays_bfloat16_and_near_float32(impl, tokens):
     q, k, v, mask = _inputs(5, tokens)
     ref = np.asarray(_jitted("einsum")(q, k, v, mask))
@@ -70,7 +75,15 @@ def test_default_impl_per_backend():
     assert default_impl("cpu") == "cpu"
     assert default_impl("gpu") == "gpu"
     assert default_impl("tpu") == "einsum"
-    assert default_impl() in ATTENTION_IMPLS
+    assert default_impl() == ("gpu" if HAS_GPU else "cpu")  # these tests run on CPU or a GPU
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the fallback off a GPU")
+def test_gpu_kernel_off_a_gpu_says_it_runs_the_einsum():
+    q, k, v, mask = (x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x for x in _inputs(3, 8, seed=3))
+    with pytest.warns(UserWarning, match="running the einsum kernel instead"):
+        out = jax.jit(functools.partial(attention, impl="gpu"))(q, k, v, mask)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(_jitted("einsum")(q, k, v, mask)))
 
 
 # Lengths from a couple of tokens to past 128 (MiniLM truncates at 256), so the model

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
-from gte_jax import GTEEncoder
+from gte_jax import GTEConfig, GTEEncoder, sharding
 
 from processes import cpu_env, free_port
 
@@ -97,3 +101,43 @@ def test_warmup_covers_what_two_processes_run(minilm_dir, tmp_path):
     single = GTEEncoder.from_pretrained(minilm_dir, max_length=128).encode(texts)
     assert np.abs(p0 - single[0::2]).max() <= 1e-5
     assert np.abs(p1 - single[1::2][:20]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("preset", ["gte_small", "gte_base", "gte_large"])
+def test_every_tensor_parallel_spec_matches_parameters_of_each_preset(preset):
+    # A renamed module would otherwise fall back to replication without a word.
+    paths = _param_paths(getattr(GTEConfig, preset)())
+    for pattern, spec in sharding.PARAM_SPECS:
+        assert any(re.search(pattern, p) for p in paths), f"{pattern} ({spec}) matches no parameter of {preset}"
+
+
+def test_gte_large_parameters_get_the_intended_specs():
+    mesh = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+    expected = {  # layer 0's parameters; every layer is alike
+        "attention.query.kernel": P(None, "model", None),  # [D, N, H]: heads split
+        "attention.key.bias": P("model", None),
+        "attention.output.kernel": P("model", None, None),  # [N, H, D]
+        "attention.output.bias": P(),  # added after the all-reduce: a copy everywhere
+        "intermediate.kernel": P(None, "model"),  # [D, F]: the FFN's inner dimension split
+        "intermediate.bias": P("model"),
+        "output.kernel": P("model", None),  # [F, D]
+        "output.bias": P(),
+        "attention_LayerNorm.scale": P(),
+        "output_LayerNorm.bias": P(),
+    }
+    paths = _param_paths(GTEConfig.gte_large())
+    for suffix, spec in expected.items():
+        path = f"layer.0.{suffix}"
+        assert path in paths, path
+        assert sharding.param_sharding(mesh, path).spec == spec, path
+    for path in (p for p in paths if p.startswith("embeddings.")):
+        assert sharding.param_sharding(mesh, path).spec == P(), path
+
+
+def _param_paths(cfg) -> list[str]:
+    from flax import nnx
+
+    from gte_jax.params import abstract_model
+
+    _, state = nnx.split(abstract_model(cfg))
+    return [".".join(map(str, path)) for path, _ in nnx.to_flat_state(state)]

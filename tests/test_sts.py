@@ -12,4 +12,4 @@ def test_stsb_spearman_minilm(minilm, sts_test):
     cosine = np.sum(a * b, axis=1)  # unit vectors
     rho = spearmanr(cosine, gold).statistic
     print(f"STS-B test Spearman (all-MiniLM-L6-v2 via gte_jax): {rho:.5f}")
-    assert round(rho, 4) == 0.8203
+    assert abs(rho - 0.82032) < 5e-5  # sentence-transformers and MTEB give 0.82032 for this checkpoint

@@ -41,18 +41,6 @@ def test_warmup_compiles_every_shape_up_front(minilm_dir):
     assert warm.count >= n > 0 and after.count == 0
 
 
-def test_plan_respects_token_budget_and_restores_order():
-    lengths = np.array([5, 500, 17, 120, 512, 3, 64, 64, 300])
-    batches = batching.plan_batches(
-        lengths, buckets=batching.length_buckets(512), batch_size=4, max_batch_tokens=1024, multiple_of=2
-    )
-    seen = np.concatenate([b.indices for b in batches])
-    assert sorted(seen.tolist()) == list(range(len(lengths)))
-    for b in batches:
-        assert b.rows * b.length <= max(1024, 2 * b.length) and b.rows % 2 == 0
-        assert lengths[b.indices].max() <= b.length and len(b.indices) <= b.rows
-
-
 @pytest.mark.slow
 def test_bfloat16_stays_close_to_float32(minilm, minilm_dir, sts_test):
     from texts import VARIED_TEXTS

@@ -57,7 +57,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
     p.add_argument("--max-length", type=positive_int, default=None, help="truncate texts to this many tokens")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="most texts per device step (default: 64)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="most texts per device step (default: the backend's, 32 on CPU and 256 on GPU/TPU)",
+    )
     p.add_argument(
         "--shard-size", type=positive_int, default=100_000, help="input rows per output shard (default: 100000)"
     )

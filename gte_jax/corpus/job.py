@@ -68,8 +68,8 @@ class EmbedJob:
     """Compute dtype, ``float32`` or ``bfloat16``; embeddings are stored as float32 either way."""
     max_length: int | None = None
     """Truncation length in tokens; the model's default when None."""
-    batch_size: int = 64
-    """Most texts per device step."""
+    batch_size: int | None = None
+    """Most texts per device step, across this process's devices; None: the backend's default."""
     shard_size: int = 100_000
     """Input rows per output shard."""
     skip_invalid: bool = False
@@ -81,7 +81,7 @@ class EmbedJob:
 
     def __post_init__(self):
         for name in ("batch_size", "shard_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
 
 
@@ -175,7 +175,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def embed_texts(enc, texts: list[str], batch_size: int, normalize: bool) -> tuple[np.ndarray, int]:
+def embed_texts(enc, texts: list[str], batch_size: int | None, normalize: bool) -> tuple[np.ndarray, int]:
     """``[len(texts), dim]`` float32 embeddings and the number of tokens they took."""
     token_ids = enc.tokenize(texts)
     out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize)
