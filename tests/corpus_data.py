@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from gte_jax.cli import main
+
+from processes import cpu_env
 
 WORDS = ["cats", "rivers", "tensors", "bread", "towers", "reefs", "music", "rain", "engines", "gardens"]
 
@@ -48,8 +49,8 @@ def embed_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gte_jax.cli", "embed", *args]
 
 
-def child_env() -> dict:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+def child_env() -> dict[str, str]:
+    return cpu_env(1, PYTHONUNBUFFERED="1")
 
 
 def run_measured(cmd: list[str]) -> tuple[int, int, str]:
@@ -59,12 +60,6 @@ def run_measured(cmd: list[str]) -> tuple[int, int, str]:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_maxrss * 1024, stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def embed(*args) -> int:

@@ -1,126 +1,241 @@
 """Every bad input of the encoder, the adapters and the CLI, with the error it must give: one table.
 
-A row is ``(target, call, expected, fragment)``: ``call`` gets the target (an encoder, an adapter
-object, or ``cli``: a function running ``gte-jax ARGS`` in-process that returns ``(exit code, stderr)``)
-and must raise ``expected`` (an exception type), or, for the CLI, exit with code ``expected`` (an int);
-the message must contain ``fragment``. Add a row here for each new mistake a user can make.
+A row is ``(call, expected, fragment)``. ``call`` gets a :class:`Ctx` (the MiniLM encoder,
+both adapters, ``cli(*args)`` running ``gte-jax`` in-process, and builders of broken model
+directories and inputs, all in the test's own folder) and must raise ``expected`` (an exception
+type), or, for the CLI, return exit code ``expected`` (an int) with ``fragment`` in its one-line
+message and no traceback. Add a row here for each new mistake a user can make; the regression
+tests of each fix live beside the code's other tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import json
+import os
+import shutil
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from gte_jax import GTEEncoder
 from gte_jax.cli import main as cli_main
 
+from checkpoints import TINY_VOCAB_1000, torch_bert, truncate, write_checkpoint
 
-def _cli(tmp_path):
-    def run(*args: str) -> tuple[int, str]:
+
+@dataclasses.dataclass
+class Ctx:
+    enc: GTEEncoder
+    langchain: Any
+    llama_index: Any
+    model: str  # the MiniLM directory
+    folder: str  # the test's own folder, also the CLI's working directory
+
+    def cli(self, *args: Any) -> tuple[int, str]:
         err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.chdir(tmp_path):
+        with contextlib.redirect_stderr(err), contextlib.chdir(self.folder):
             try:
                 code = cli_main([str(a) for a in args])
             except SystemExit as e:  # argparse
                 code = e.code
         return code, err.getvalue()
 
-    return run
+    def file(self, name: str, content: str | bytes) -> str:
+        path = os.path.join(self.folder, name)
+        with open(path, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+        return path
+
+    def model_with(self, config: dict | None = None, truncated: str | None = None) -> str:
+        """A copy of MiniLM with ``config`` merged into config.json and/or the file ``truncated`` cut in half."""
+        path = os.path.join(self.folder, "model")
+        shutil.copytree(self.model, path)
+        if config:
+            with open(os.path.join(path, "config.json")) as f:
+                merged = {**json.load(f), **config}
+            self.file("model/config.json", json.dumps(merged))
+        if truncated:
+            truncate(os.path.join(path, truncated))
+        return path
+
+    def small_vocab_model(self) -> str:
+        return write_checkpoint(torch_bert(TINY_VOCAB_1000), os.path.join(self.folder, "small"), self.model)
+
+    def output_with(self, name: str, content: str) -> str:
+        """An output directory holding one file."""
+        os.makedirs(os.path.join(self.folder, "out"), exist_ok=True)
+        self.file(f"out/{name}", content)
+        return "out"
+
+    def parquet(self, ids: list, type_: pa.DataType) -> str:
+        table = pa.table({"id": pa.array(ids, type_), "text": [f"text {i}" for i in range(len(ids))]})
+        pq.write_table(table, os.path.join(self.folder, "c.parquet"))
+        return "c.parquet"
 
 
-def _file(name: str, content: str | bytes) -> str:
-    """A file in the test's working directory (the CLI's tmp_path)."""
-    mode = "wb" if isinstance(content, bytes) else "w"
-    with open(name, mode) as f:
-        f.write(content)
-    return name
+def _embed(c: Ctx, *args: Any) -> tuple[int, str]:
+    return c.cli("embed", *args, "--model", c.model, "--quiet")
 
 
-M = "MODEL"  # replaced by the MiniLM directory in CLI arguments
-
-CASES = {
+CASES: dict[str, tuple] = {
     # -- GTEEncoder.encode -------------------------------------------------------------------------
-    "encode: a non-string item": ("encoder", lambda e: e.encode(["ok", 3]), TypeError, "texts[1] is int"),
-    "encode: None": ("encoder", lambda e: e.encode(None), TypeError, "not NoneType"),
-    "encode: bytes": ("encoder", lambda e: e.encode(b"abc"), TypeError, "decode it first"),
-    "encode: a bytes item": ("encoder", lambda e: e.encode(["a", b"b"]), TypeError, "texts[1] is bytes"),
-    "encode: a dict": ("encoder", lambda e: e.encode({"a": "x"}), TypeError, "mapping"),
-    "encode: a lone surrogate": ("encoder", lambda e: e.encode(["ok", "bad \udc80"]), ValueError, "texts[1]"),
-    "encode: batch_size 0": ("encoder", lambda e: e.encode(["a"], batch_size=0), ValueError, "batch_size"),
-    "encode: batch_size -3": ("encoder", lambda e: e.encode(["a"], batch_size=-3), ValueError, "positive"),
+    "encode: a non-string item": (lambda c: c.enc.encode(["ok", 3]), TypeError, "texts[1] is int"),
+    "encode: None": (lambda c: c.enc.encode(None), TypeError, "not NoneType"),
+    "encode: bytes": (lambda c: c.enc.encode(b"abc"), TypeError, "decode it first"),
+    "encode: a bytes item": (lambda c: c.enc.encode(["a", b"b"]), TypeError, "texts[1] is bytes"),
+    "encode: a dict": (lambda c: c.enc.encode({"a": "x"}), TypeError, "mapping"),
+    "encode: a lone surrogate": (lambda c: c.enc.encode(["ok", "bad \udc80"]), ValueError, "texts[1]"),
+    "encode: batch_size 0": (lambda c: c.enc.encode(["a"], batch_size=0), ValueError, "batch_size"),
+    "encode: batch_size -3": (lambda c: c.enc.encode(["a"], batch_size=-3), ValueError, "positive"),
+    # -- GTEEncoder.from_pretrained ----------------------------------------------------------------
+    "load: a missing directory": (lambda c: GTEEncoder.from_pretrained("/no/dir"), FileNotFoundError, "/no/dir"),
+    "load: hidden_size a string": (
+        lambda c: GTEEncoder.from_pretrained(c.model_with({"hidden_size": "384"})),
+        ValueError,
+        "hidden_size is '384', not a positive integer",
+    ),
+    "load: no attention heads": (
+        lambda c: GTEEncoder.from_pretrained(c.model_with({"num_attention_heads": 0})),
+        ValueError,
+        "num_attention_heads is 0",
+    ),
+    "load: truncated weights": (
+        lambda c: GTEEncoder.from_pretrained(c.model_with(truncated="model.safetensors")),
+        ValueError,
+        "is corrupt or truncated",
+    ),
+    "load: ids past the embedding table": (
+        lambda c: GTEEncoder.from_pretrained(c.small_vocab_model()),
+        ValueError,
+        "embedding table has 1000 rows",
+    ),
+    "load: max_length too long": (
+        lambda c: GTEEncoder.from_pretrained(c.model, max_length=513),
+        ValueError,
+        "accepts 2 to 512 tokens",
+    ),
+    "load: an unknown dtype": (lambda c: GTEEncoder.from_pretrained(c.model, dtype="float16"), ValueError, "dtype"),
     # -- the adapters --------------------------------------------------------------------------------
-    "langchain: embed_documents(str)": ("langchain", lambda a: a.embed_documents("one"), TypeError, "embed_query"),
-    "langchain: embed_query(list)": ("langchain", lambda a: a.embed_query(["a"]), TypeError, "takes a str"),
-    "langchain: unknown keyword": ("langchain", lambda a: type(a)(batchsize=8), ValueError, "batchsize"),
-    "langchain: a missing model": ("langchain", lambda a: type(a)(model_name="/no/dir"), FileNotFoundError, "/no/dir"),
-    "langchain: set a missing model": (
-        "langchain",
-        lambda a: setattr(a, "model_name", "/no/dir"),
+    "langchain: embed_documents(str)": (lambda c: c.langchain.embed_documents("one"), TypeError, "embed_query"),
+    "langchain: embed_query(list)": (lambda c: c.langchain.embed_query(["a"]), TypeError, "takes a str"),
+    "langchain: unknown keyword": (lambda c: type(c.langchain)(batchsize=8), ValueError, "batchsize"),
+    "langchain: a missing model": (
+        lambda c: type(c.langchain)(model_name="/no/dir"),
         FileNotFoundError,
         "/no/dir",
     ),
-    "llama_index: a non-string": ("llama_index", lambda a: a.get_text_embedding(5), TypeError, "texts[0] is int"),
-    "llama_index: batch_size=": ("llama_index", lambda a: type(a)(batch_size=8), ValueError, "batch_size"),
-    "llama_index: misspelt name": ("llama_index", lambda a: type(a)(modle_name="x"), ValueError, "modle_name"),
+    "langchain: set a missing model": (
+        lambda c: setattr(c.langchain, "model_name", "/no/dir"),
+        FileNotFoundError,
+        "/no/dir",
+    ),
+    "llama_index: a non-string": (lambda c: c.llama_index.get_text_embedding(5), TypeError, "texts[0] is int"),
+    "llama_index: batch_size=": (lambda c: type(c.llama_index)(batch_size=8), ValueError, "batch_size"),
+    "llama_index: misspelt name": (lambda c: type(c.llama_index)(modle_name="x"), ValueError, "modle_name"),
     "llama_index: set a missing model": (
-        "llama_index",
-        lambda a: setattr(a, "model_name", "/no/dir"),
+        lambda c: setattr(c.llama_index, "model_name", "/no/dir"),
         FileNotFoundError,
         "/no/dir",
     ),
     # -- gte-jax embed -------------------------------------------------------------------------------
-    "embed: no input": ("cli", lambda cli: cli("embed", "--model", M), 2, "give a corpus file"),
-    "embed: no --output": ("cli", lambda cli: cli("embed", _file("c.txt", "a\n"), "--model", M), 2, "--output"),
-    "embed: a missing model": (
-        "cli",
-        lambda cli: cli("embed", "--text", "a", "--model", "/no/such/model"),
+    "embed: no input": (lambda c: c.cli("embed", "--model", c.model), 2, "give a corpus file"),
+    "embed: no --output": (lambda c: _embed(c, c.file("c.txt", "a\n")), 2, "--output"),
+    "embed: a missing model": (lambda c: c.cli("embed", "--text", "a", "--model", "/no/model"), 2, "/no/model"),
+    "embed: a broken config.json": (
+        lambda c: c.cli("embed", "--text", "a", "--model", c.model_with({"layer_norm_eps": "tiny"})),
         2,
-        "/no/such/model",
+        "layer_norm_eps is 'tiny'",
     ),
-    "embed: a missing input": ("cli", lambda cli: cli("embed", "nope.txt", "-o", "out", "--model", M), 2, "no such"),
-    "embed: an unknown suffix": (
-        "cli",
-        lambda cli: cli("embed", _file("c.csv", "a\n"), "-o", "out", "--model", M),
+    "embed: a missing input": (lambda c: _embed(c, "nope.txt", "-o", "out"), 2, "no such"),
+    "embed: an unknown suffix": (lambda c: _embed(c, c.file("c.csv", "a\n"), "-o", "out"), 2, "--format"),
+    "embed: --batch-size -5": (lambda c: c.cli("embed", "--text", "a", "--batch-size", "-5"), 2, "positive integer"),
+    "embed: --shard-size 0": (lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", "o", "--shard-size", 0), 2, "positive"),
+    "embed: --max-length past the model": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", "out", "--max-length", 1000),
         2,
-        "--format",
+        "max_length 1000 is out of range",
     ),
-    "embed: --batch-size -5": ("cli", lambda cli: cli("embed", "--text", "a", "--batch-size", "-5"), 2, "batch-size"),
-    "embed: invalid UTF-8": (
-        "cli",
-        lambda cli: cli("embed", _file("c.txt", b"ok\n\xff\xfe\n"), "-o", "out", "--model", M),
+    "embed: invalid UTF-8": (lambda c: _embed(c, c.file("c.txt", b"ok\n\xff\xfe\n"), "-o", "out"), 2, "c.txt line 2"),
+    "embed: id field = text field": (
+        lambda c: _embed(c, c.file("c.jsonl", '{"text": "a"}\n'), "-o", "out", "--id-field", "text"),
         2,
-        "c.txt line 2",
+        "both name 'text'",
+    ),
+    "embed: a lone surrogate id": (
+        lambda c: _embed(c, c.file("c.jsonl", '{"id": "a", "text": "x"}\n{"id": "\\udc80", "text": "y"}\n'), "-o", "o"),
+        2,
+        "c.jsonl line 2",
+    ),
+    "embed: a uint64 id past int64": (
+        lambda c: _embed(c, c.parquet([1, 2**63, 3], pa.uint64()), "-o", "out"),
+        2,
+        "outside the int64 range",
+    ),
+    "embed: output is a file": (lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", c.file("f", "x")), 2, "is a file"),
+    "embed: a manifest that is a list": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", c.output_with("_manifest.json", "[1, 2]")),
+        2,
+        "_manifest.json is corrupt",
+    ),
+    "embed: a truncated manifest": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", c.output_with("_manifest.json", '{"format_vers')),
+        2,
+        "_manifest.json is corrupt",
+    ),
+    "embed: a stranger's directory": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", c.output_with("notes.txt", "mine")),
+        2,
+        "notes.txt",
     ),
     # -- gte-jax convert -----------------------------------------------------------------------------
-    "convert: a missing source": ("cli", lambda cli: cli("convert", "/no/such/model", "out"), 2, "/no/such/model"),
+    "convert: a missing source": (lambda c: c.cli("convert", "/no/such/model", "out"), 2, "/no/such/model"),
+    "convert: OUT is a file": (
+        lambda c: c.cli("convert", c.model, c.file("taken", "x"), "--no-verify"),
+        2,
+        "exists and is not a directory",
+    ),
+    "convert: OUT is not empty": (
+        lambda c: c.cli("convert", c.model, c.output_with("keep.txt", "x"), "--no-verify"),
+        2,
+        "exists and is not empty",
+    ),
+    "convert: truncated weights": (
+        lambda c: c.cli("convert", c.model_with(truncated="model.safetensors"), "out", "--no-verify"),
+        2,
+        "is corrupt or truncated",
+    ),
+    "convert: a malformed config.json": (
+        lambda c: c.cli("convert", c.model_with({"num_hidden_layers": -2}), "out", "--no-verify"),
+        2,
+        "num_hidden_layers is -2",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
-def targets(minilm, minilm_dir):
+def adapters(minilm_dir):
     from llama_index.embeddings.gte_jax import GTEEmbedding
 
     from langchain_gte_jax import GTEEmbeddings
 
-    return {
-        "encoder": minilm,
-        "langchain": GTEEmbeddings(model_name=minilm_dir),
-        "llama_index": GTEEmbedding(model_name=minilm_dir),
-    }
+    return GTEEmbeddings(model_name=minilm_dir), GTEEmbedding(model_name=minilm_dir)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_gives_a_clear_error(case, targets, minilm_dir, tmp_path, monkeypatch):
-    target, call, expected, fragment = CASES[case]
-    if target == "cli":
-        run = _cli(tmp_path)
-        monkeypatch.chdir(tmp_path)  # _file writes here
-        code, stderr = call(lambda *args: run(*(minilm_dir if a == M else a for a in args)))
+def test_bad_input_gives_a_clear_error(case, minilm, minilm_dir, adapters, tmp_path):
+    call, expected, fragment = CASES[case]
+    ctx = Ctx(minilm, *adapters, model=minilm_dir, folder=str(tmp_path))
+    if isinstance(expected, int):
+        code, stderr = call(ctx)
         assert code == expected, stderr
         assert fragment in stderr, stderr
         assert "Traceback" not in stderr
     else:
         with pytest.raises(expected) as err:
-            call(targets[target])
+            call(ctx)
         assert fragment in str(err.value)

@@ -15,7 +15,8 @@ import pytest
 
 from gte_jax.corpus.job import EmbedJob, run
 
-from corpus_data import child_env, embed_cmd, free_port, read_result, run_measured, texts, write_jsonl, write_txt
+from corpus_data import child_env, embed_cmd, read_result, run_measured, texts, write_jsonl, write_txt
+from processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -42,7 +42,6 @@ class Piece:
     """Consecutive input rows of one shard: the valid ones as ``ids`` and ``texts``, the others in ``invalid``."""
 
     shard: int
-    first_row: int
     rows: int = 0  # input rows covered, valid, invalid and blank
     ids: list = dataclasses.field(default_factory=list)
     texts: list = dataclasses.field(default_factory=list)
@@ -85,7 +84,7 @@ def fingerprint(path: str) -> dict:
 
 
 class Source:
-    """A corpus file. ``id_type`` (``"int64"`` or ``"string"``) and ``id_source`` are known on opening.
+    """A corpus file. ``id_field`` and ``id_type`` (``"int64"`` or ``"string"``) are known on opening.
 
     Args:
         path: the file.
@@ -123,10 +122,6 @@ class Source:
         else:
             self.id_field, self.id_type = self._parquet_schema(id_field)
 
-    @property
-    def id_source(self) -> str:
-        return f"field {self.id_field!r}" if self.id_field else "row number (0-based)"
-
     def where(self, row: int) -> str:
         """Input row ``row`` (0-based) as messages name it: ``file line N`` (1-based) or ``file row N``."""
         return f"{self.path} row {row}" if self.format == "parquet" else f"{self.path} line {row + 1}"
@@ -159,7 +154,7 @@ class Source:
                 if _full(piece, shard, chunk_rows, chunk_bytes):
                     if piece is not None:
                         yield piece
-                    piece = Piece(shard, row)
+                    piece = Piece(shard)
                 piece.rows += 1
                 piece.nbytes += len(raw)
                 parse(row, raw, piece)
@@ -293,7 +288,7 @@ class Source:
             if _full(piece, shard, chunk_rows, chunk_bytes):
                 if piece is not None:
                     yield piece
-                piece = Piece(shard, r)
+                piece = Piece(shard)
             piece.rows += 1
             problem = self._parquet_problem(text, doc_id)
             if problem:
