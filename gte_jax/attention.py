@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+from jax.lax import PrecisionLike
 
 # The most negative float instead of -inf: a fully padded row stays finite (a uniform average).
 _NEG = jnp.finfo(jnp.float32).min
@@ -25,6 +27,14 @@ _NEG = jnp.finfo(jnp.float32).min
 # From this many tokens on, the "cpu" kernel loops over (batch, head) pairs; below it the
 # per-step overhead of B*N tiny steps outweighs XLA:CPU's slow batched dot, so it loops over rows.
 _CPU_HEADS_FROM_TOKENS = 128
+
+
+class Kernel(Protocol):
+    """What every kernel is: ``(q, k, v, mask, *, precision) -> out``, shapes as in the module docstring."""
+
+    def __call__(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+    ) -> jax.Array: ...
 
 
 def _scale(q: jax.Array) -> jax.Array:
@@ -36,7 +46,9 @@ def _masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.nn.softmax(jnp.where(mask.astype(bool), scores, _NEG), axis=-1)
 
 
-def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision=None) -> jax.Array:
+def einsum_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+) -> jax.Array:
     """Reference attention: einsums with a float32 softmax.
 
     Args:
@@ -52,13 +64,15 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
     return jnp.einsum("BNTS,BSNH->BTNH", probs, v, precision=precision).astype(q.dtype)
 
 
-def map_batch_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision=None) -> jax.Array:
+def map_batch_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+) -> jax.Array:
     """``lax.map`` over batch rows, each a head-batched einsum: same numbers as :func:`einsum_attention`.
 
     Fastest on XLA:CPU for short sequences (under ~128 tokens).
     """
 
-    def row(args):
+    def row(args: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
         qb, kb, vb, mb = args  # [T, N, H] x3, [S]
         scores = jnp.einsum("TNH,SNH->NTS", qb, kb, precision=precision, preferred_element_type=jnp.float32)
         probs = _masked_softmax(scores * _scale(q), mb[None, None, :]).astype(vb.dtype)  # [N, T, S]
@@ -67,7 +81,9 @@ def map_batch_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     return jax.lax.map(row, (q, k, v, mask)).astype(q.dtype)  # [B, T, N, H]
 
 
-def map_heads_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision=None) -> jax.Array:
+def map_heads_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+) -> jax.Array:
     """``lax.map`` over (batch, head) pairs, each two 2-D matmuls (XLA:CPU's fast path).
 
     3-4x faster than :func:`einsum_attention` on XLA:CPU from 128 tokens on.
@@ -75,10 +91,10 @@ def map_heads_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     B, T, N, H = q.shape
     S = k.shape[1]
 
-    def heads_first(x):  # [B, T, N, H] -> [B*N, T, H]
+    def heads_first(x: jax.Array) -> jax.Array:  # [B, T, N, H] -> [B*N, T, H]
         return jnp.transpose(x, (0, 2, 1, 3)).reshape(B * N, x.shape[1], H)
 
-    def head(args):
+    def head(args: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
         qh, kh, vh, mh = args  # [T, H], [S, H], [S, H], [S]
         scores = jnp.dot(qh, kh.T, precision=precision, preferred_element_type=jnp.float32)  # [T, S]
         probs = _masked_softmax(scores * _scale(q), mh[None, :]).astype(vh.dtype)
@@ -89,13 +105,17 @@ def map_heads_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     return jnp.transpose(out.reshape(B, N, T, H), (0, 2, 1, 3)).astype(q.dtype)
 
 
-def cpu_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision=None) -> jax.Array:
+def cpu_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+) -> jax.Array:
     """The fastest XLA:CPU kernel for the (static) sequence length: rows below 128 tokens, heads from 128."""
     fn = map_heads_attention if q.shape[1] >= _CPU_HEADS_FROM_TOKENS else map_batch_attention
     return fn(q, k, v, mask, precision=precision)
 
 
-def gpu_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision=None) -> jax.Array:
+def gpu_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+) -> jax.Array:
     """cuDNN fused attention for bf16/fp16 where it is available, else :func:`einsum_attention`.
 
     float32 keeps the einsum: ``jax.nn.dot_product_attention`` takes no ``precision``
@@ -120,7 +140,7 @@ def _warn_fallback(reason: str) -> None:
     warnings.warn(f"attention_impl 'gpu': {reason}; running the einsum kernel instead.", stacklevel=3)
 
 
-_IMPLS = {
+_IMPLS: dict[str, Kernel] = {
     "einsum": einsum_attention,
     "map_batch": map_batch_attention,
     "map_heads": map_heads_attention,
@@ -140,7 +160,15 @@ def default_impl(backend: str | None = None) -> str:
     return {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu"}.get(backend, "einsum")
 
 
-def attention(q, k, v, mask, *, impl: str = "einsum", precision=None) -> jax.Array:
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    impl: str = "einsum",
+    precision: PrecisionLike = None,
+) -> jax.Array:
     """Runs the attention kernel named ``impl`` (one of :data:`ATTENTION_IMPLS`)."""
     try:
         fn = _IMPLS[impl]

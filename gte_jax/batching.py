@@ -87,7 +87,7 @@ def plan_batches(
     order = np.argsort(-lengths, kind="stable")  # longest first: the biggest programs compile first
     padded = np.array([bucket_for(int(n), buckets) for n in lengths[order]], dtype=np.int64)
 
-    def cap(length):
+    def cap(length: int) -> int:
         return rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
 
     if len(order) == 0:

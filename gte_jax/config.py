@@ -51,7 +51,7 @@ class GTEConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in _SIZES:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:

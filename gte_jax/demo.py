@@ -8,12 +8,17 @@ says so.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gte_jax.encoder import GTEEncoder
 
 PASSAGES = [
     "JAX is a Python library for accelerated array computation and program transformation.",
@@ -37,7 +42,7 @@ def bundled_model_dir() -> str | None:
     return path if os.path.isdir(path) else None
 
 
-def load_demo_encoder(model: str | None):
+def load_demo_encoder(model: str | None) -> tuple[GTEEncoder, str]:
     """The named model; else gte-small from the Hub; else the bundled MiniLM. Returns (encoder, label)."""
     from gte_jax import DEFAULT_MODEL, GTEEncoder, ModelNotFoundError
 
@@ -74,7 +79,7 @@ def run(model: str | None = None) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="embed sample passages and show each query's nearest neighbour")
     p.add_argument("--model", default=None, help="hub id or local directory (default: thenlper/gte-small)")
     p.set_defaults(func=lambda args: run(args.model))

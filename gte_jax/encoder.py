@@ -32,14 +32,22 @@ TOKENIZE_AHEAD_CHARS = 4 << 20
 TOKENIZE_AHEAD_TEXTS = 8192
 
 
-def _embed(graphdef, state, input_ids, attention_mask, *, pooling: str, normalize: bool) -> jax.Array:
+def _embed(
+    graphdef: nnx.GraphDef[BertModel],
+    state: nnx.State,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    pooling: str,
+    normalize: bool,
+) -> jax.Array:
     model = nnx.merge(graphdef, state)
     hidden = model(input_ids, attention_mask)  # [B, T, D]
     vectors = pool(hidden, attention_mask, pooling)  # [B, D] float32
     return l2_normalize(vectors) if normalize else vectors
 
 
-def _check_texts(texts) -> tuple[list[str], bool]:
+def _check_texts(texts: object) -> tuple[list[str], bool]:
     """The texts as a list, and whether a single string was given.
 
     Raises:

@@ -58,7 +58,7 @@ def load(
     if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= limit:
         raise ValueError(f"max_length {max_length!r} is out of range; {name_or_path} accepts 2 to {limit} tokens.")
     weights = find_weights(model_dir)
-    tokenizer = Tokenizer.from_dir(model_dir, max_length)
+    tokenizer = Tokenizer.from_dir(model_dir, max_length, default_pad_id=config.pad_token_id)
     check_vocab(tokenizer.vocab_size, config, model_dir)  # before the weights: an id past the table gives NaN
     model = load_model(
         weights,

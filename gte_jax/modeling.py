@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 from gte_jax.attention import attention
 from gte_jax.config import GTEConfig
@@ -18,7 +19,7 @@ from gte_jax.config import GTEConfig
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _precision(dtype) -> jax.lax.Precision | None:
+def _precision(dtype: DTypeLike) -> jax.lax.Precision | None:
     # float32 must mean float32: TPUs otherwise run f32 matmuls in bf16 passes.
     return _HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
@@ -26,7 +27,9 @@ def _precision(dtype) -> jax.lax.Precision | None:
 class Einsum(nnx.Module):
     """A dense layer over named axes: ``y = einsum(eqn, x, kernel) + bias``."""
 
-    def __init__(self, eqn: str, kernel_shape, bias_shape, *, dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, eqn: str, kernel_shape: tuple[int, ...], bias_shape: tuple[int, ...], *, dtype: DTypeLike, rngs: nnx.Rngs
+    ):
         self.eqn = eqn
         self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), kernel_shape, dtype))
         self.bias = nnx.Param(jnp.zeros(bias_shape, dtype))
@@ -39,18 +42,18 @@ class Einsum(nnx.Module):
 class LayerNorm(nnx.LayerNorm):
     """BERT's LayerNorm: statistics in float32 (two-pass variance), output in ``dtype``."""
 
-    def __init__(self, dim: int, eps: float, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, eps: float, *, dtype: DTypeLike, rngs: nnx.Rngs):
         super().__init__(dim, epsilon=eps, dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
         self.out_dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:  # type: ignore[override]  # BERT's LayerNorm takes no mask
         return super().__call__(x.astype(jnp.float32)).astype(self.out_dtype)
 
 
 class Embeddings(nnx.Module):
     """Word + position + token-type embeddings, then LayerNorm."""
 
-    def __init__(self, cfg: GTEConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, rngs: nnx.Rngs):
         D = cfg.hidden_size
         init = nnx.initializers.normal(0.02)
         self.word_embeddings = nnx.Embed(
@@ -77,7 +80,7 @@ class Embeddings(nnx.Module):
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with the output projection (HF ``attention.self`` + ``attention.output.dense``)."""
 
-    def __init__(self, cfg: GTEConfig, *, dtype, attention_impl: str, rngs: nnx.Rngs):
+    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, attention_impl: str, rngs: nnx.Rngs):
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         self.query = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
         self.key = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
@@ -95,7 +98,7 @@ class SelfAttention(nnx.Module):
 class Layer(nnx.Module):
     """One post-LN transformer block, as in BERT."""
 
-    def __init__(self, cfg: GTEConfig, *, dtype, attention_impl: str, rngs: nnx.Rngs):
+    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, attention_impl: str, rngs: nnx.Rngs):
         D, F = cfg.hidden_size, cfg.intermediate_size
         self.attention = SelfAttention(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
         self.attention_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
@@ -120,14 +123,18 @@ class BertModel(nnx.Module):
         rngs: initialiser keys; the weights are random until loaded from a checkpoint.
     """
 
-    def __init__(self, cfg: GTEConfig, *, dtype=jnp.float32, attention_impl: str = "einsum", rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: GTEConfig, *, dtype: DTypeLike = jnp.float32, attention_impl: str = "einsum", rngs: nnx.Rngs
+    ):
         self.config = cfg
         self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
         self.layer = nnx.List(
             [Layer(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
         )
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None):
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+    ) -> jax.Array:
         """Encodes a padded batch.
 
         Args:

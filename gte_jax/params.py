@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import DTypeLike
 
 from gte_jax.config import GTEConfig
 from gte_jax.hub import FLAX_WEIGHTS, WEIGHT_FILES
@@ -31,23 +32,23 @@ class CheckpointError(ValueError):
 Transform = Callable[[np.ndarray, GTEConfig], np.ndarray]
 
 
-def _identity(t, cfg):
+def _identity(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:
     return t
 
 
-def _linear(t, cfg):  # torch Linear stores [out, in]
+def _linear(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # torch Linear stores [out, in]
     return t.T
 
 
-def _qkv_kernel(t, cfg):  # [N*H, D] -> [D, N, H]
+def _qkv_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N*H, D] -> [D, N, H]
     return t.T.reshape(cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim)
 
 
-def _qkv_bias(t, cfg):  # [N*H] -> [N, H]
+def _qkv_bias(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N*H] -> [N, H]
     return t.reshape(cfg.num_attention_heads, cfg.head_dim)
 
 
-def _attn_out_kernel(t, cfg):  # [D, N*H] -> [N, H, D]
+def _attn_out_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [D, N*H] -> [N, H, D]
     return t.T.reshape(cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size)
 
 
@@ -199,7 +200,7 @@ def read_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
         yield from _read_torch(path)
 
 
-def abstract_model(cfg: GTEConfig, dtype=jnp.float32, attention_impl: str = "einsum") -> BertModel:
+def abstract_model(cfg: GTEConfig, dtype: DTypeLike = jnp.float32, attention_impl: str = "einsum") -> BertModel:
     """The model's structure with shapes and dtypes but no memory (``nnx.eval_shape``)."""
     return nnx.eval_shape(lambda: BertModel(cfg, dtype=dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0)))
 
@@ -208,7 +209,7 @@ def load_model(
     weights_path: str,
     cfg: GTEConfig,
     *,
-    dtype=jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     attention_impl: str = "einsum",
     sharding: Callable[[str], jax.sharding.Sharding] | None = None,
 ) -> BertModel:
@@ -232,6 +233,7 @@ def load_model(
     errors: list[str] = []
     seen: set[str] = set()  # paths with a tensor, loaded or not: not also reported missing
     for key, tensor in read_tensors(weights_path):
+        mapped: tuple[str, Transform] | None
         if native:
             mapped = (key, _identity)
         elif any(p.search(key) for p in IGNORED_KEYS):
@@ -266,8 +268,8 @@ def load_model(
         raise CheckpointError(
             f"{weights_path} does not fit a BERT model of {cfg} ({len(errors)} problems):\n  " + "\n  ".join(errors)
         )
-    for path, var in nnx.to_flat_state(abstract):
-        var.set_value(values[".".join(map(str, path))])
+    for keys, var in nnx.to_flat_state(abstract):
+        var.set_value(values[".".join(map(str, keys))])
     return nnx.merge(graphdef, abstract)
 
 

@@ -170,7 +170,12 @@ def for_mesh(mesh: Mesh, buckets: tuple[int, ...], max_batch_tokens: int, pad_id
     return kind(mesh, buckets, max_batch_tokens, pad_id)
 
 
-def collect(steps: Iterable[tuple[np.ndarray, jax.Array]], out: np.ndarray, bar: Any, to_host) -> None:
+def collect(
+    steps: Iterable[tuple[np.ndarray, jax.Array]],
+    out: np.ndarray,
+    bar: Any,
+    to_host: Callable[[jax.Array], np.ndarray],
+) -> None:
     """Drains (indices, device result) pairs into ``out`` while the next batches are dispatched."""
     pending: list[tuple[np.ndarray, jax.Array]] = []
 
@@ -189,7 +194,9 @@ def collect(steps: Iterable[tuple[np.ndarray, jax.Array]], out: np.ndarray, bar:
         drain(*item)
 
 
-def _only_buckets(shapes, buckets, lengths) -> list[tuple[int, int]]:
+def _only_buckets(
+    shapes: list[tuple[int, int]], buckets: tuple[int, ...], lengths: Iterable[int] | None
+) -> list[tuple[int, int]]:
     """``shapes`` of the length buckets that texts of ``lengths`` tokens fall in (all when None)."""
     if lengths is None:
         return shapes

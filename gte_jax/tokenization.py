@@ -15,6 +15,7 @@ import functools
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 
 import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
@@ -45,7 +46,7 @@ def _punctuation() -> str:
 
 
 @functools.cache
-def _boundary(cjk: bool) -> re.Pattern:
+def _boundary(cjk: bool) -> re.Pattern[str]:
     """Characters before which BERT's pre-tokeniser always starts a new token."""
     return re.compile(f"[{_SPACES}{_punctuation()}{_CJK if cjk else ''}]")
 
@@ -76,8 +77,11 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     @classmethod
-    def from_dir(cls, model_dir: str, max_length: int) -> Tokenizer:
+    def from_dir(cls, model_dir: str, max_length: int, default_pad_id: int = 0) -> Tokenizer:
         """Loads ``tokenizer.json``, else builds BERT WordPiece from ``vocab.txt``.
+
+        The padding id is the tokenizer's pad token (``tokenizer_config.json``, else ``[PAD]``),
+        else ``default_pad_id`` (the model config's ``pad_token_id``).
 
         Raises:
             ConfigError: neither file is in ``model_dir``, or ``tokenizer.json`` cannot be read.
@@ -102,7 +106,7 @@ class Tokenizer:
         if isinstance(pad_token, dict):  # an AddedToken, serialised
             pad_token = pad_token.get("content", "[PAD]")
         pad = backend.token_to_id(pad_token)
-        return cls(backend, max_length, 0 if pad is None else pad)
+        return cls(backend, max_length, default_pad_id if pad is None else pad)
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids (with [CLS] and [SEP]) per text, each at most ``max_length`` long."""
@@ -125,7 +129,7 @@ class Tokenizer:
                 break
         return np.asarray([*self._special[:1], *content[:need], *self._special[1:]], dtype=np.int32)
 
-    def _pieces(self, text: str):
+    def _pieces(self, text: str) -> Iterator[str]:
         """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters."""
         start = 0
         while start < len(text):

@@ -37,6 +37,7 @@ def test_wheel_contains_every_package(tmp_path):
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"gte_jax", "gte_jax_convert"}  # never a generic top-level name such as convert
+    assert "gte_jax/py.typed" in names, "gte_jax/py.typed is missing from the wheel (PEP 561 marker)"
     for folder, prefix in (("gte_jax", "gte_jax"), ("convert", "gte_jax_convert")):
         for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):
             for f in files:

@@ -33,7 +33,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "embed",
         help="embed a corpus file (.txt, .jsonl, .parquet) into Parquet shards, resumably",
@@ -81,7 +81,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
-def init_distributed(args) -> None:
+def init_distributed(args: argparse.Namespace) -> None:
     """Starts jax.distributed when asked; must run before anything touches a device."""
     named = {
         "coordinator_address": args.coordinator,
@@ -96,7 +96,7 @@ def init_distributed(args) -> None:
     jax.distributed.initialize(**{k: v for k, v in named.items() if v is not None})
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -158,7 +158,7 @@ def main(args) -> int:
         return fail(str(e))
 
 
-def embed_stream(args, model: str, chunk: int = 256) -> int:
+def embed_stream(args: argparse.Namespace, model: str, chunk: int = 256) -> int:
     """``--text`` or stdin: prints ``{"id": i, "embedding": [...]}`` per text, as each chunk is done."""
     from gte_jax.corpus.job import embed_texts, load_encoder
 

@@ -22,6 +22,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +32,9 @@ from gte_jax.corpus.lock import LockHeld, OutputLock
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
 from gte_jax.hub import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from gte_jax.encoder import GTEEncoder
 
 MANIFEST_VERSION = 2
 MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # ours only: never a user's backup
@@ -79,7 +84,7 @@ class EmbedJob:
     quiet: bool = False
     """No progress bar or summary."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
@@ -175,14 +180,14 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def embed_texts(enc, texts: list[str], batch_size: int | None, normalize: bool) -> tuple[np.ndarray, int]:
+def embed_texts(enc: GTEEncoder, texts: list[str], batch_size: int | None, normalize: bool) -> tuple[np.ndarray, int]:
     """``[len(texts), dim]`` float32 embeddings and the number of tokens they took."""
     token_ids = enc.tokenize(texts)
     out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize)
     return out, sum(len(t) for t in token_ids)
 
 
-def load_encoder(model: str, *, dtype: str, max_length: int | None):
+def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncoder:
     """The model on this process's devices only: each host encodes its shards independently.
 
     Raises:
@@ -247,7 +252,7 @@ def prepare_output(out: str) -> str:
 
 
 @contextlib.contextmanager
-def _holding_lock(out: str, process: int):
+def _holding_lock(out: str, process: int) -> Iterator[OutputLock]:
     """Holds process ``process``'s lock on ``out`` (see :mod:`gte_jax.corpus.lock`)."""
     try:
         lock = OutputLock(out, process).acquire()
@@ -315,7 +320,7 @@ class _Progress:
 class _JobRun:
     """One process's run of a job, in steps: :meth:`check`, :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
 
-    def __init__(self, job: EmbedJob, source: Source, enc, process: int, count: int):
+    def __init__(self, job: EmbedJob, source: Source, enc: GTEEncoder, process: int, count: int):
         self.job, self.source, self.enc = job, source, enc
         self.process, self.count = process, count
         self.out = job.output
@@ -415,6 +420,7 @@ class _JobRun:
 
     def finish(self) -> dict:
         """Writes the manifest as ``complete``, with the totals of this process's shards; prints a summary."""
+        assert self.progress is not None, "finish() before embed_shards()"
         rows = self.source.rows_seen
         n_shards = max(1, -(-rows // self.size))
         mine = [k for k in range(n_shards) if self.mine(k)]
@@ -475,6 +481,7 @@ class _JobRun:
             writer.add(piece, vectors)
         except OSError as e:
             raise OutputError(self._write_failed(writer.k, e)) from None
+        assert self.progress is not None  # set by embed_shards, the only caller
         self.progress.update(piece.rows, n_tokens)
 
     def _commit(self, writer: shards.ShardWriter) -> None:

@@ -84,6 +84,7 @@ class OutputLock:
         the old file before the removal sees it is gone and locks a new one: see :func:`_same_file`)."""
         with contextlib.suppress(OSError):
             os.remove(self.path)
+        assert self._fd is not None, "release() without acquire()"
         os.close(self._fd)
         self._fd = None
 

@@ -20,10 +20,14 @@ import json
 import os
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from gte_jax.corpus.sources import Invalid, Piece
 
 SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 SHARD_TMP_RE = re.compile(r"^\.part-(\d{5,})\.parquet(?:\.\d+)?\.tmp$")  # ours only: never other hidden files
@@ -180,7 +184,7 @@ class ShardWriter:
         self.rows = 0
         self.embedded = 0
         self.blank = 0
-        self.invalid: list = []
+        self.invalid: list[Invalid] = []
         self.path = os.path.join(out_dir, shard_name(k))
         self.tmp = tmp_name(self.path)
         self._schema = schema(id_type, dim)
@@ -199,7 +203,7 @@ class ShardWriter:
             "job": self.job,
         }
 
-    def add(self, piece, vectors: np.ndarray) -> None:
+    def add(self, piece: Piece, vectors: np.ndarray) -> None:
         """Appends a :class:`~gte_jax.corpus.sources.Piece`: its valid rows' ``vectors`` as one row group, and
         its counts of input, blank and invalid rows."""
         if piece.ids:
@@ -208,7 +212,7 @@ class ShardWriter:
         self.blank += piece.blank
         self.invalid.extend(piece.invalid)
 
-    def write(self, ids: list, vectors: np.ndarray) -> None:
+    def write(self, ids: list[int | str], vectors: np.ndarray) -> None:
         """Appends one row group."""
         dim = self._schema.field("embedding").type.list_size
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))

@@ -43,10 +43,10 @@ class Piece:
 
     shard: int
     rows: int = 0  # input rows covered, valid, invalid and blank
-    ids: list = dataclasses.field(default_factory=list)
-    texts: list = dataclasses.field(default_factory=list)
-    valid_rows: list = dataclasses.field(default_factory=list)  # the input row of each text
-    invalid: list = dataclasses.field(default_factory=list)
+    ids: list[int | str] = dataclasses.field(default_factory=list)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    valid_rows: list[int] = dataclasses.field(default_factory=list)  # the input row of each text
+    invalid: list[Invalid] = dataclasses.field(default_factory=list)
     blank: int = 0
     nbytes: int = 0
 
@@ -65,7 +65,7 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     return SUFFIXES[suffix]
 
 
-def fingerprint(path: str) -> dict:
+def fingerprint(path: str) -> dict[str, int | str]:
     """Size and SHA-256 of the whole file, so any edit shows (the file is read once, at about disk speed).
 
     Raises:
@@ -143,15 +143,22 @@ class Source:
 
     # -- text lines ------------------------------------------------------------------
 
-    def _line_pieces(self, shard_size, wanted, chunk_rows, chunk_bytes, parse) -> Iterator[Piece]:
-        piece = None
+    def _line_pieces(
+        self,
+        shard_size: int,
+        wanted: Callable[[int], bool],
+        chunk_rows: int,
+        chunk_bytes: int,
+        parse: Callable[[int, bytes, Piece], None],
+    ) -> Iterator[Piece]:
+        piece: Piece | None = None
         row = -1
         with open(self.path, "rb") as f:
             for row, raw in enumerate(f):
                 shard = row // shard_size
                 if not wanted(shard):
                     continue
-                if _full(piece, shard, chunk_rows, chunk_bytes):
+                if piece is None or _full(piece, shard, chunk_rows, chunk_bytes):
                     if piece is not None:
                         yield piece
                     piece = Piece(shard)
@@ -207,13 +214,14 @@ class Source:
             piece.invalid.append(Invalid(row, where, f"{self.text_field!r} holds a lone surrogate escape"))
             return
         if self.id_field is None:
-            doc_id = row
+            doc_id: object = row
         else:
             doc_id = record.get(self.id_field)
             problem = _id_problem(doc_id, self.id_type, self.id_field, present=self.id_field in record)
             if problem:
                 piece.invalid.append(Invalid(row, where, problem))
                 return
+        assert isinstance(doc_id, (int, str))  # _id_problem passes nothing else
         piece.ids.append(doc_id)
         piece.texts.append(text)
         piece.valid_rows.append(row)
@@ -281,11 +289,13 @@ class Source:
             return name, "string"
         raise InputError(f"{self.path}: id column {name!r} is {id_type}; ids must be integers or strings.")
 
-    def _parquet_pieces(self, shard_size, wanted, chunk_rows, chunk_bytes) -> Iterator[Piece]:
-        piece = None
+    def _parquet_pieces(
+        self, shard_size: int, wanted: Callable[[int], bool], chunk_rows: int, chunk_bytes: int
+    ) -> Iterator[Piece]:
+        piece: Piece | None = None
         for r, text, doc_id in self._parquet_rows(shard_size, wanted, min(chunk_rows, shard_size)):
             shard = r // shard_size
-            if _full(piece, shard, chunk_rows, chunk_bytes):
+            if piece is None or _full(piece, shard, chunk_rows, chunk_bytes):
                 if piece is not None:
                     yield piece
                 piece = Piece(shard)
@@ -294,6 +304,7 @@ class Source:
             if problem:
                 piece.invalid.append(Invalid(r, self.where(r), problem))
             else:
+                assert text is not None and doc_id is not None  # _parquet_problem refuses nulls
                 piece.ids.append(doc_id)
                 piece.texts.append(text)
                 piece.valid_rows.append(r)
@@ -301,7 +312,9 @@ class Source:
         if piece is not None:
             yield piece
 
-    def _parquet_rows(self, shard_size, wanted, batch_rows) -> Iterator[tuple[int, str | None, object]]:
+    def _parquet_rows(
+        self, shard_size: int, wanted: Callable[[int], bool], batch_rows: int
+    ) -> Iterator[tuple[int, str | None, int | str | None]]:
         """``(row, text, id)`` of the wanted shards' rows; row groups without any are not read."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -325,23 +338,23 @@ class Source:
             start += n
         self.rows_seen = start
 
-    def _parquet_problem(self, text: str | None, doc_id) -> str | None:
+    def _parquet_problem(self, text: str | None, doc_id: int | str | None) -> str | None:
         """Why a Parquet row cannot be embedded, or None."""
         if text is None:
             return f"{self.text_field!r} is null"
         if doc_id is None:
             return f"the id {self.id_field!r} is null"
-        if self.id_type == "int64" and not INT64_RANGE[0] <= doc_id <= INT64_RANGE[1]:
+        if isinstance(doc_id, int) and not INT64_RANGE[0] <= doc_id <= INT64_RANGE[1]:  # id_type "int64"
             return f"the id {self.id_field!r} is {doc_id}, outside the int64 range that ids are stored in"
         return None
 
 
-def _full(piece: Piece | None, shard: int, chunk_rows: int, chunk_bytes: int) -> bool:
+def _full(piece: Piece, shard: int, chunk_rows: int, chunk_bytes: int) -> bool:
     """Whether the next row of ``shard`` needs a new piece."""
-    return piece is None or piece.shard != shard or piece.rows >= chunk_rows or piece.nbytes >= chunk_bytes
+    return piece.shard != shard or piece.rows >= chunk_rows or piece.nbytes >= chunk_bytes
 
 
-def _id_problem(value, id_type: str, field: str, *, present: bool) -> str | None:
+def _id_problem(value: object, id_type: str, field: str, *, present: bool) -> str | None:
     if not present:
         return f"no {field!r} field (the first record has one, so every record needs one)"
     if id_type == "string":
@@ -359,7 +372,7 @@ def _id_problem(value, id_type: str, field: str, *, present: bool) -> str | None
     return None
 
 
-def _json_type(value) -> str:
+def _json_type(value: object) -> str:
     return {
         type(None): "null",
         bool: "a boolean",
