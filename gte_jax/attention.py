@@ -5,6 +5,10 @@ float rounding: 1e-6 in float32, fully padded rows included); they differ in
 how XLA lowers them on each backend. Shapes: B=batch, T=query tokens,
 S=key tokens, N=heads, H=head_dim.
 
+In training, BERT's dropout on the attention probabilities is drawn once for
+the whole ``[B, N, T, S]`` probability tensor (:class:`ProbsDropout`) and
+handed to the kernel, so every kernel drops the same entries for a given key.
+
 Why more than one: XLA:CPU runs the batched dots of textbook attention
 (``BTNH,BSNH->BNTS``) several times slower than the same work as a loop of
 2-D matmuls, so on CPU attention is written as ``lax.map`` over batch rows or
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +33,26 @@ _NEG = jnp.finfo(jnp.float32).min
 _CPU_HEADS_FROM_TOKENS = 128
 
 
+class ProbsDropout(NamedTuple):
+    """Dropout on the attention probabilities: entries where ``keep`` ([B, N, T, S] bool) is false are zeroed,
+    the others scaled by ``1 / (1 - rate)``, as ``torch.nn.Dropout`` does in BERT."""
+
+    keep: jax.Array
+    rate: float
+
+
 class Kernel(Protocol):
-    """What every kernel is: ``(q, k, v, mask, *, precision) -> out``, shapes as in the module docstring."""
+    """What every kernel is: ``(q, k, v, mask, *, precision, dropout) -> out``, shapes as in the module docstring."""
 
     def __call__(
-        self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        mask: jax.Array,
+        *,
+        precision: PrecisionLike = None,
+        dropout: ProbsDropout | None = None,
     ) -> jax.Array: ...
 
 
@@ -46,8 +65,21 @@ def _masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.nn.softmax(jnp.where(mask.astype(bool), scores, _NEG), axis=-1)
 
 
+def _drop(probs: jax.Array, keep: jax.Array | None, rate: float) -> jax.Array:
+    """float32 ``probs`` with dropout applied where ``keep`` is given (else unchanged: eval mode)."""
+    if keep is None:
+        return probs
+    return jnp.where(keep, probs / (1.0 - rate), 0.0)
+
+
 def einsum_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
 ) -> jax.Array:
     """Reference attention: einsums with a float32 softmax.
 
@@ -55,34 +87,54 @@ def einsum_attention(
         q, k, v: ``[batch, tokens, heads, head_dim]``.
         mask: ``[batch, tokens]``, true (or 1) for real key tokens.
         precision: passed to every matmul (``HIGHEST`` for float32 parity on TPU and GPU).
+        dropout: train mode only: which probabilities to drop.
 
     Returns:
         ``[batch, tokens, heads, head_dim]`` in ``q``'s dtype.
     """
     scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, precision=precision, preferred_element_type=jnp.float32)
-    probs = _masked_softmax(scores * _scale(q), mask[:, None, None, :]).astype(v.dtype)  # [B, N, T, S]
+    probs = _masked_softmax(scores * _scale(q), mask[:, None, None, :])  # [B, N, T, S]
+    if dropout is not None:
+        probs = _drop(probs, dropout.keep, dropout.rate)
+    probs = probs.astype(v.dtype)
     return jnp.einsum("BNTS,BSNH->BTNH", probs, v, precision=precision).astype(q.dtype)
 
 
 def map_batch_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
 ) -> jax.Array:
     """``lax.map`` over batch rows, each a head-batched einsum: same numbers as :func:`einsum_attention`.
 
     Fastest on XLA:CPU for short sequences (under ~128 tokens).
     """
 
-    def row(args: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        qb, kb, vb, mb = args  # [T, N, H] x3, [S]
+    rate = dropout.rate if dropout is not None else 0.0
+
+    def row(args: tuple[jax.Array, ...]) -> jax.Array:
+        qb, kb, vb, mb, *keep = args  # [T, N, H] x3, [S], maybe [N, T, S]
         scores = jnp.einsum("TNH,SNH->NTS", qb, kb, precision=precision, preferred_element_type=jnp.float32)
-        probs = _masked_softmax(scores * _scale(q), mb[None, None, :]).astype(vb.dtype)  # [N, T, S]
+        probs = _masked_softmax(scores * _scale(q), mb[None, None, :])  # [N, T, S]
+        probs = _drop(probs, keep[0] if keep else None, rate).astype(vb.dtype)
         return jnp.einsum("NTS,SNH->TNH", probs, vb, precision=precision)
 
-    return jax.lax.map(row, (q, k, v, mask)).astype(q.dtype)  # [B, T, N, H]
+    xs = (q, k, v, mask) + ((dropout.keep,) if dropout is not None else ())
+    return jax.lax.map(row, xs).astype(q.dtype)  # [B, T, N, H]
 
 
 def map_heads_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
 ) -> jax.Array:
     """``lax.map`` over (batch, head) pairs, each two 2-D matmuls (XLA:CPU's fast path).
 
@@ -94,36 +146,55 @@ def map_heads_attention(
     def heads_first(x: jax.Array) -> jax.Array:  # [B, T, N, H] -> [B*N, T, H]
         return jnp.transpose(x, (0, 2, 1, 3)).reshape(B * N, x.shape[1], H)
 
-    def head(args: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> jax.Array:
-        qh, kh, vh, mh = args  # [T, H], [S, H], [S, H], [S]
+    rate = dropout.rate if dropout is not None else 0.0
+
+    def head(args: tuple[jax.Array, ...]) -> jax.Array:
+        qh, kh, vh, mh, *keep = args  # [T, H], [S, H], [S, H], [S], maybe [T, S]
         scores = jnp.dot(qh, kh.T, precision=precision, preferred_element_type=jnp.float32)  # [T, S]
-        probs = _masked_softmax(scores * _scale(q), mh[None, :]).astype(vh.dtype)
+        probs = _masked_softmax(scores * _scale(q), mh[None, :])
+        probs = _drop(probs, keep[0] if keep else None, rate).astype(vh.dtype)
         return jnp.dot(probs, vh, precision=precision)  # [T, H]
 
     masks = jnp.broadcast_to(mask[:, None, :], (B, N, S)).reshape(B * N, S)
-    out = jax.lax.map(head, (heads_first(q), heads_first(k), heads_first(v), masks))  # [B*N, T, H]
+    xs: tuple[jax.Array, ...] = (heads_first(q), heads_first(k), heads_first(v), masks)
+    if dropout is not None:
+        xs += (dropout.keep.reshape(B * N, T, S),)
+    out = jax.lax.map(head, xs)  # [B*N, T, H]
     return jnp.transpose(out.reshape(B, N, T, H), (0, 2, 1, 3)).astype(q.dtype)
 
 
 def cpu_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
 ) -> jax.Array:
     """The fastest XLA:CPU kernel for the (static) sequence length: rows below 128 tokens, heads from 128."""
     fn = map_heads_attention if q.shape[1] >= _CPU_HEADS_FROM_TOKENS else map_batch_attention
-    return fn(q, k, v, mask, precision=precision)
+    return fn(q, k, v, mask, precision=precision, dropout=dropout)
 
 
 def gpu_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, precision: PrecisionLike = None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
 ) -> jax.Array:
     """cuDNN fused attention for bf16/fp16 where it is available, else :func:`einsum_attention`.
 
     float32 keeps the einsum: ``jax.nn.dot_product_attention`` takes no ``precision``
     and would run float32 matmuls as TF32 on recent NVIDIA GPUs. The mask is given
     to cuDNN as a ``[B, 1, T, S]`` boolean mask (an additive bias inside), which keeps
-    the reference semantics for padded query rows and fully padded rows.
+    the reference semantics for padded query rows and fully padded rows. Dropout
+    (training) also keeps the einsum: cuDNN's fused kernel takes no dropout mask of ours.
     """
-    if q.dtype in (jnp.bfloat16, jnp.float16):
+    if dropout is None and q.dtype in (jnp.bfloat16, jnp.float16):
         B, T = q.shape[:2]
         S = k.shape[1]
         full_mask = jnp.broadcast_to(mask[:, None, None, :].astype(bool), (B, 1, T, S))
@@ -131,7 +202,7 @@ def gpu_attention(
             return jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
         except (NotImplementedError, RuntimeError, ValueError) as e:  # no cuDNN (CPU, TPU, ROCm), or a shape
             _warn_fallback(f"cuDNN attention is unavailable for {q.dtype} {tuple(q.shape)} ({e})")
-    return einsum_attention(q, k, v, mask, precision=precision)
+    return einsum_attention(q, k, v, mask, precision=precision, dropout=dropout)
 
 
 @functools.cache
@@ -168,10 +239,21 @@ def attention(
     *,
     impl: str = "einsum",
     precision: PrecisionLike = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
 ) -> jax.Array:
-    """Runs the attention kernel named ``impl`` (one of :data:`ATTENTION_IMPLS`)."""
+    """Runs the attention kernel named ``impl`` (one of :data:`ATTENTION_IMPLS`).
+
+    With a PRNG key ``dropout_rng`` and ``dropout_rate > 0`` (train mode), each attention
+    probability is dropped with that rate; otherwise the kernel runs exactly as in eval mode.
+    """
     try:
         fn = _IMPLS[impl]
     except KeyError:
         raise ValueError(f"attention impl {impl!r} is not known; use one of {ATTENTION_IMPLS}.") from None
-    return fn(q, k, v, mask, precision=precision)
+    dropout = None
+    if dropout_rng is not None and dropout_rate > 0:
+        B, T, N, _ = q.shape
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, (B, N, T, k.shape[1]))  # [B, N, T, S]
+        dropout = ProbsDropout(keep, dropout_rate)
+    return fn(q, k, v, mask, precision=precision, dropout=dropout)

@@ -11,6 +11,8 @@ SUBCOMMANDS = {
     "demo": "gte_jax.demo",
     "embed": "gte_jax.corpus.cli",
     "convert": "gte_jax_convert.cli",
+    "train": "gte_jax.train.cli",
+    "serve": "gte_jax.serve.cli",
 }
 
 

@@ -50,6 +50,9 @@ class GTEConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # Dropout rates as in BERT; active only in train mode (``model.train()``), never when embedding.
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
 
     def __post_init__(self) -> None:
         for name in _SIZES:
@@ -65,6 +68,12 @@ class GTEConfig:
         eps = self.layer_norm_eps
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (math.isfinite(eps) and eps > 0):
             raise ConfigError(f"layer_norm_eps is {eps!r}, not a positive number such as 1e-12; fix the config.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+                raise ConfigError(
+                    f"{name} is {rate!r}, not a probability from 0 to below 1 (BERT: 0.1); fix the config."
+                )
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by "

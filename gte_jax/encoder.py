@@ -1,8 +1,14 @@
 """GTEEncoder: texts in, L2-normalised float32 embeddings out.
 
-The encoder holds the model, the tokenizer and one jitted forward. Planning and
+The encoder holds the model, the tokenizer and two jitted forwards (pooled vectors,
+and the hidden states for ``output_value="token_embeddings"``). Planning and
 execution belong to a runner (:mod:`gte_jax.runners`), loading to
-:mod:`gte_jax.loading`, sharing between callers to :mod:`gte_jax.registry`.
+:mod:`gte_jax.loading`, sharing between callers to :mod:`gte_jax.registry`; the
+sentence-transformers options to :mod:`gte_jax.prompts`, :mod:`gte_jax.quantization`
+and :mod:`gte_jax.similarity`.
+
+``encode`` follows ``SentenceTransformer.encode`` (6.x): prompt prepended (its tokens count
+against ``max_length``) → tokenise → model → pool → ``truncate_dim`` → normalise → quantise.
 """
 
 from __future__ import annotations
@@ -10,21 +16,30 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, overload
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
 from gte_jax import batching, runners, sharding
+from gte_jax import similarity as sim
 from gte_jax.config import GTEConfig
 from gte_jax.hub import DEFAULT_MODEL
 from gte_jax.loading import load
 from gte_jax.modeling import BertModel
-from gte_jax.pooling import l2_normalize, pool
+from gte_jax.pooling import l2_normalize, pool, pooling_modes
+from gte_jax.prompts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES, check_prompts, first_prompt, resolve_prompt
+from gte_jax.quantization import RANGED, check_precision, quantize_embeddings
 from gte_jax.registry import Registry
 from gte_jax.tokenization import Tokenizer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 
 # encode() tokenises this much ahead of the device at a time (tokenizers keeps every truncated-away
 # token of a batch until it returns), never the whole input at once.
@@ -43,8 +58,44 @@ def _embed(
 ) -> jax.Array:
     model = nnx.merge(graphdef, state)
     hidden = model(input_ids, attention_mask)  # [B, T, D]
-    vectors = pool(hidden, attention_mask, pooling)  # [B, D] float32
+    vectors = pool(hidden, attention_mask, pooling)  # [B, modes * D] float32
     return l2_normalize(vectors) if normalize else vectors
+
+
+def _hidden_states(
+    graphdef: nnx.GraphDef[BertModel], state: nnx.State, input_ids: jax.Array, attention_mask: jax.Array
+) -> jax.Array:
+    """The last hidden states in float32, ``[B, T, D]``: ``output_value="token_embeddings"``."""
+    return nnx.merge(graphdef, state)(input_ids, attention_mask).astype(jnp.float32)
+
+
+class EncodeOptions(TypedDict, total=False):
+    """The keyword options of :meth:`GTEEncoder.encode`, ``encode_query`` and ``encode_document``."""
+
+    prompt_name: str | None
+    prompt: str | None
+    truncate_dim: int | None
+    precision: str
+    normalize: bool
+    batch_size: int | None
+    show_progress: bool
+    ranges: np.ndarray | None
+    calibration_embeddings: np.ndarray | None
+
+
+class _TokenRows:
+    """Where a runner's results go for token embeddings: each row's hidden states cut to its real tokens.
+
+    Runners only assign ``out[indices] = batch`` (``batch`` is ``[rows, T, D]``), so this stands in for
+    the ``[n, dim]`` array they fill with pooled vectors.
+    """
+
+    def __init__(self, rows: list[np.ndarray], offset: int, lengths: list[int]):
+        self.rows, self.offset, self.lengths = rows, offset, lengths
+
+    def __setitem__(self, indices: np.ndarray, batch: np.ndarray) -> None:
+        for j, i in enumerate(indices):
+            self.rows[self.offset + int(i)] = np.array(batch[j, : self.lengths[i]])  # a copy: frees the batch
 
 
 def _check_texts(texts: object) -> tuple[list[str], bool]:
@@ -87,6 +138,18 @@ def _check_positive(name: str, value: int | None) -> int | None:
     return value
 
 
+def _check_truncate_dim(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"truncate_dim must be a positive integer or None (all dimensions), not {value!r}.")
+    return value
+
+
+def _check_ranges(precision: str, ranges: object, calibration_embeddings: object) -> None:
+    for name, value in (("ranges", ranges), ("calibration_embeddings", calibration_embeddings)):
+        if value is not None and precision not in RANGED:
+            raise ValueError(f"{name} applies to precision 'int8' or 'uint8' only, not {precision!r}.")
+
+
 def _tokenize_chunks(texts: list[str], window: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` ranges of ``texts`` to tokenise at a time, so memory stays flat however many come."""
     start = chars = 0
@@ -103,8 +166,10 @@ class GTEEncoder:
     """A GTE (BERT) embedding model: tokeniser, Flax NNX module, pooling, all jitted.
 
     Build one with :meth:`from_pretrained`. Attributes: ``model`` (the
-    :class:`~gte_jax.modeling.BertModel`), ``tokenizer``, ``config``, ``dim``,
-    ``mesh``, ``pooling``, ``max_length``, ``dtype``, ``batch_size``, ``max_batch_tokens``.
+    :class:`~gte_jax.modeling.BertModel`), ``tokenizer``, ``config``, ``dim`` (the size of
+    :meth:`encode`'s vectors), ``mesh``, ``pooling``, ``max_length``, ``dtype``, ``batch_size``,
+    ``max_batch_tokens``, and the sentence-transformers settings ``prompts``,
+    ``default_prompt_name``, ``similarity_fn_name``, ``truncate_dim``.
     """
 
     def __init__(
@@ -117,12 +182,24 @@ class GTEEncoder:
         batch_size: int | None = None,
         max_batch_tokens: int | None = None,
         name: str = "",
+        prompts: Mapping[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | None = None,
+        truncate_dim: int | None = None,
+        include_prompt: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.config: GTEConfig = model.config
-        self.dim = self.config.hidden_size
         self.pooling = pooling
+        self.pooled_dim = self.config.hidden_size * len(pooling_modes(pooling))
+        self.prompts = check_prompts(prompts, default_prompt_name)
+        self.default_prompt_name = default_prompt_name
+        self.similarity_fn_name = sim.check_similarity_fn_name(similarity_fn_name or "cosine")
+        self.include_prompt = include_prompt
+        self.truncate_dim: int | None = None
+        self.truncate_dim = self._truncate_dim(truncate_dim)
+        self.dim = self.truncate_dim or self.pooled_dim
         self.mesh = mesh if mesh is not None else sharding.default_mesh()
         default_rows, default_tokens = batching.default_batching(self.mesh.devices.flat[0].platform)
         self.batch_size: int = _check_positive("batch_size", batch_size) or default_rows
@@ -137,6 +214,10 @@ class GTEEncoder:
             functools.partial(_embed, self._graphdef),
             static_argnames=("pooling", "normalize"),
             out_shardings=sharding.batch_sharding(self.mesh),
+        )
+        # A second program for token embeddings, over the same length buckets, so the pooled path stays as it is.
+        self._hidden = jax.jit(
+            functools.partial(_hidden_states, self._graphdef), out_shardings=sharding.batch_sharding(self.mesh)
         )
 
     @property
@@ -157,6 +238,10 @@ class GTEEncoder:
         attention_impl: str | None = None,
         revision: str | None = None,
         cache_dir: str | None = None,
+        prompts: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | None = None,
+        truncate_dim: int | None = None,
     ) -> GTEEncoder:
         """Loads a BERT embedding model from a local directory or the Hugging Face Hub.
 
@@ -177,15 +262,29 @@ class GTEEncoder:
             attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
                 backend's fastest by default.
             revision, cache_dir: passed to huggingface_hub for Hub ids.
+            prompts: prompt name → text (``{"query": "query: "}``), merged over the checkpoint's
+                ``config_sentence_transformers.json`` prompts (these win on a shared name).
+            default_prompt_name: the prompt :meth:`encode` uses when given none; by default the
+                checkpoint's, if it names one.
+            similarity_fn_name: ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"manhattan"``, for
+                :meth:`similarity`; by default the checkpoint's, else cosine.
+            truncate_dim: keep only the first this many dimensions of every sentence embedding
+                (Matryoshka), unless a call passes its own; by default the checkpoint's, else all.
 
         Raises:
             ModelNotFoundError: no such directory and the Hub cannot provide it.
-            ConfigError: a malformed ``config.json`` (the message names the field).
+            ConfigError: a malformed ``config.json`` (the message names the field), or
+                sentence-transformers files that name a module or pooling gte_jax does not run.
             CheckpointError: the weights do not fit the config, or the tokenizer's ids the embedding table.
-            ValueError: a bad ``dtype``, ``max_length``, ``batch_size`` or ``max_batch_tokens``.
+            ValueError: a bad ``dtype``, ``max_length``, ``batch_size``, ``max_batch_tokens``,
+                ``similarity_fn_name``, ``truncate_dim`` or ``default_prompt_name``.
         """
         _check_positive("batch_size", batch_size)  # before the (slow) load
         _check_positive("max_batch_tokens", max_batch_tokens)
+        _check_truncate_dim(truncate_dim)
+        if similarity_fn_name is not None:
+            sim.check_similarity_fn_name(similarity_fn_name)
+        user_prompts = check_prompts(prompts, None)
         mesh = mesh if mesh is not None else sharding.default_mesh()
         loaded = load(
             name_or_path,
@@ -196,14 +295,20 @@ class GTEEncoder:
             revision=revision,
             cache_dir=cache_dir,
         )
+        st = loaded.sentence
         return cls(
             loaded.model,
             loaded.tokenizer,
-            pooling=loaded.pooling,
+            pooling=st.pooling,
             mesh=mesh,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
             name=str(name_or_path),
+            prompts={**st.prompts, **user_prompts},
+            default_prompt_name=default_prompt_name or st.default_prompt_name,
+            similarity_fn_name=similarity_fn_name or st.similarity_fn_name,
+            truncate_dim=truncate_dim or st.truncate_dim,
+            include_prompt=st.include_prompt,
         )
 
     _registry: Registry | None = None
@@ -221,6 +326,8 @@ class GTEEncoder:
         Integrations use this, so that many embedding objects for one model share its
         weights and compiled programs. The encoder stays loaded until :meth:`release`.
         """
+        if isinstance(kwargs.get("prompts"), Mapping):  # the registry's key must be hashable
+            kwargs["prompts"] = tuple(sorted(kwargs["prompts"].items()))
         return cls._shared_registry().get(name_or_path, **kwargs)
 
     @classmethod
@@ -236,29 +343,73 @@ class GTEEncoder:
         """Token ids per text, truncated to :attr:`max_length`."""
         return self.tokenizer(texts)
 
+    @overload
     def encode(
         self,
         texts: str | Sequence[str],
         *,
-        batch_size: int | None = None,
+        output_value: Literal["sentence_embedding"] = ...,
+        **options: Unpack[EncodeOptions],
+    ) -> np.ndarray: ...
+    @overload
+    def encode(
+        self, texts: str | Sequence[str], *, output_value: Literal["token_embeddings"], **options: Unpack[EncodeOptions]
+    ) -> list[np.ndarray] | np.ndarray: ...
+    @overload
+    def encode(
+        self, texts: str | Sequence[str], *, output_value: str, **options: Unpack[EncodeOptions]
+    ) -> np.ndarray | list[np.ndarray]: ...
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        output_value: str = "sentence_embedding",
         normalize: bool = True,
+        batch_size: int | None = None,
         show_progress: bool = False,
-    ) -> np.ndarray:
-        """Embeds texts.
+        ranges: np.ndarray | None = None,
+        calibration_embeddings: np.ndarray | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Embeds texts, with the options of ``SentenceTransformer.encode``.
 
         Args:
             texts: a string, or a list of strings.
+            prompt_name: the name of one of :attr:`prompts` to put before every text.
+            prompt: a string to put before every text (``""``: none); wins over ``prompt_name``.
+                Without either, the ``default_prompt_name`` prompt, if the encoder has one.
+            truncate_dim: keep the first this many dimensions (Matryoshka), before normalising;
+                by default the encoder's :attr:`truncate_dim` (all dimensions when None).
+            precision: ``"float32"``, or ``"int8"``, ``"uint8"``, ``"binary"``, ``"ubinary"``
+                (see :mod:`gte_jax.quantization`), applied last.
+            output_value: ``"sentence_embedding"``, or ``"token_embeddings"``: each text's last
+                hidden states, one float32 ``[tokens, hidden]`` array per text (its real tokens,
+                [CLS] and [SEP] included), not pooled, truncated or normalised.
+            normalize: L2-normalise each embedding (GTE's cosine space), after ``truncate_dim``.
             batch_size: most texts per device step, across all devices (default: the encoder's).
-            normalize: L2-normalise each embedding (GTE's cosine space).
             show_progress: a tqdm bar over texts.
+            ranges: ``[2, dim]`` per-dimension minima and maxima for ``int8`` / ``uint8``.
+            calibration_embeddings: ``[m, dim]`` float embeddings to take ``int8`` / ``uint8`` ranges
+                from. Without these two the ranges come from this call's own vectors (as
+                sentence-transformers does): fix them to compare vectors of different calls.
 
         Returns:
-            float32 ``[len(texts), dim]``, in input order; ``[dim]`` for a single string.
-            Texts longer than :attr:`max_length` tokens are truncated.
+            ``[len(texts), dim]`` (``[dim]`` for a single string), in input order: float32, or int8 /
+            uint8 at those precisions, or ``[len(texts), ceil(dim / 8)]`` packed bits (int8 for
+            ``binary``, uint8 for ``ubinary``). For token embeddings, a list of arrays (one array
+            for a single string). Texts longer than :attr:`max_length` tokens (prompt included)
+            are truncated.
 
         Raises:
             TypeError: ``texts`` is bytes or a mapping, or an item is not a string (the message names its index).
-            ValueError: a text holds a lone surrogate (named by index), or ``batch_size`` is not positive.
+            ValueError: a text holds a lone surrogate (named by index), or an option is invalid: ``batch_size``
+                not positive, an unknown ``prompt_name``, ``precision`` or ``output_value``, a ``truncate_dim``
+                outside 1 to the model's dimension, ``ranges`` of the wrong shape, or int8 ranges to be
+                computed from a single text.
 
         Texts are tokenised a few megabytes at a time, just ahead of the device, so memory stays
         flat however many texts come in one call.
@@ -269,17 +420,79 @@ class GTEEncoder:
         """
         texts, single = _check_texts(texts)
         batch_size = _check_positive("batch_size", batch_size) or self.batch_size
-        if isinstance(self.runner, runners.LockstepRunner):  # collective: plans from all of its texts at once
-            out = self.encode_tokens(
-                self.tokenize(texts), batch_size=batch_size, normalize=normalize, show_progress=show_progress
-            )
+        precision = check_precision(precision)
+        _check_ranges(precision, ranges, calibration_embeddings)
+        truncate_dim = self._truncate_dim(truncate_dim)
+        if output_value not in OUTPUT_VALUES:
+            raise ValueError(f"output_value {output_value!r} is not supported; use one of {OUTPUT_VALUES}.")
+        texts = self._with_prompt(texts, resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name))
+        out: np.ndarray | list[np.ndarray]
+        if output_value == "token_embeddings":
+            out = self._token_embeddings(texts, batch_size, show_progress)
         else:
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            step = self._step(normalize)
-            with _progress(len(texts), show_progress) as bar:
-                for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
-                    self.runner.run(step, self.tokenize(texts[start:stop]), out[start:stop], batch_size, bar)
+            out = self._sentence_embeddings(texts, batch_size, normalize, truncate_dim, show_progress)
+        if precision != "float32":
+            out = quantize_embeddings(out, precision, ranges=ranges, calibration_embeddings=calibration_embeddings)
         return out[0] if single else out
+
+    @overload
+    def encode_query(
+        self,
+        texts: str | Sequence[str],
+        *,
+        output_value: Literal["sentence_embedding"] = ...,
+        **options: Unpack[EncodeOptions],
+    ) -> np.ndarray: ...
+    @overload
+    def encode_query(
+        self, texts: str | Sequence[str], *, output_value: str, **options: Unpack[EncodeOptions]
+    ) -> np.ndarray | list[np.ndarray]: ...
+
+    def encode_query(
+        self, texts: str | Sequence[str], *, output_value: str = "sentence_embedding", **options: Unpack[EncodeOptions]
+    ) -> np.ndarray | list[np.ndarray]:
+        """:meth:`encode` for search queries: with the ``"query"`` prompt when the encoder has one.
+
+        Without ``prompt`` or ``prompt_name`` it uses the ``"query"`` prompt, else none (not the
+        default prompt), as ``SentenceTransformer.encode_query`` does. Same options as :meth:`encode`.
+        """
+        if options.get("prompt") is None and options.get("prompt_name") is None:
+            options["prompt"] = first_prompt(self.prompts, QUERY_PROMPT_NAMES)
+        return self.encode(texts, output_value=output_value, **options)
+
+    @overload
+    def encode_document(
+        self,
+        texts: str | Sequence[str],
+        *,
+        output_value: Literal["sentence_embedding"] = ...,
+        **options: Unpack[EncodeOptions],
+    ) -> np.ndarray: ...
+    @overload
+    def encode_document(
+        self, texts: str | Sequence[str], *, output_value: str, **options: Unpack[EncodeOptions]
+    ) -> np.ndarray | list[np.ndarray]: ...
+
+    def encode_document(
+        self, texts: str | Sequence[str], *, output_value: str = "sentence_embedding", **options: Unpack[EncodeOptions]
+    ) -> np.ndarray | list[np.ndarray]:
+        """:meth:`encode` for documents: with the first of the ``"document"``, ``"passage"`` and
+        ``"corpus"`` prompts that the encoder has, else none (not the default prompt).
+
+        Same options as :meth:`encode`.
+        """
+        if options.get("prompt") is None and options.get("prompt_name") is None:
+            options["prompt"] = first_prompt(self.prompts, DOCUMENT_PROMPT_NAMES)
+        return self.encode(texts, output_value=output_value, **options)
+
+    def similarity(self, a: Any, b: Any) -> np.ndarray:
+        """float32 ``[n, m]`` scores of every row of ``a`` against every row of ``b``, with
+        :attr:`similarity_fn_name` (distances negated: larger is more similar)."""
+        return sim.similarity(a, b, self.similarity_fn_name)
+
+    def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
+        """float32 ``[n]`` scores of ``a[i]`` against ``b[i]``, with :attr:`similarity_fn_name`."""
+        return sim.similarity_pairwise(a, b, self.similarity_fn_name)
 
     def encode_tokens(
         self,
@@ -288,18 +501,17 @@ class GTEEncoder:
         batch_size: int | None = None,
         normalize: bool = True,
         show_progress: bool = False,
+        truncate_dim: int | None = None,
     ) -> np.ndarray:
         """Embeds texts already tokenised by :meth:`tokenize` (for callers that also count tokens).
+
+        ``truncate_dim`` as in :meth:`encode` (the encoder's by default).
 
         Returns:
             float32 ``[len(token_ids), dim]``, in input order.
         """
-        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         batch_size = _check_positive("batch_size", batch_size) or self.batch_size
-        if token_ids or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
-            with _progress(len(token_ids), show_progress) as bar:
-                self.runner.run(self._step(normalize), token_ids, out, batch_size, bar)
-        return out
+        return self._pooled(token_ids, batch_size, normalize, self._truncate_dim(truncate_dim), show_progress)
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
         """The padded batches :meth:`encode_tokens` runs for these token ids (this process's rows)."""
@@ -314,7 +526,8 @@ class GTEEncoder:
                 model; 45 programs for a 512-token model with the CPU defaults).
             batch_size: as the calls to come will pass it.
 
-        Covers ``encode(..., normalize=True)``, the default. Under ``jax.distributed`` it is a
+        Covers ``encode(..., normalize=True)``, the default (``output_value="token_embeddings"`` and
+        ``truncate_dim`` run programs of their own). Under ``jax.distributed`` it is a
         collective like :meth:`encode`. With ``jax.config.update("jax_compilation_cache_dir", DIR)``
         the programs also persist across processes. Returns the number of shapes compiled.
         """
@@ -329,6 +542,84 @@ class GTEEncoder:
 
     def _step(self, normalize: bool) -> runners.Step:
         return functools.partial(self._forward, self._state, pooling=self.pooling, normalize=normalize)
+
+    def _truncate_dim(self, value: int | None) -> int | None:
+        """``value`` (the encoder's default when None) checked, or None when it keeps every dimension."""
+        value = _check_truncate_dim(self.truncate_dim if value is None else value)
+        if value is not None and value > self.pooled_dim:
+            dims = self.pooled_dim
+            raise ValueError(f"truncate_dim {value} is more than this model's {dims} dimensions; use 1 to {dims}.")
+        return None if value == self.pooled_dim else value
+
+    def _with_prompt(self, texts: list[str], prompt: str) -> list[str]:
+        if not prompt:
+            return texts
+        if not self.include_prompt:
+            raise ValueError(
+                f"{self.name or 'this model'} pools without its prompt tokens (include_prompt false in its Pooling "
+                "config), which gte_jax does not run; encode without a prompt, or use sentence-transformers."
+            )
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"prompt holds a lone surrogate at character {e.start}; drop it.") from None
+        return [prompt + t for t in texts]
+
+    def _sentence_embeddings(
+        self, texts: list[str], batch_size: int, normalize: bool, truncate_dim: int | None, show_progress: bool
+    ) -> np.ndarray:
+        if isinstance(self.runner, runners.LockstepRunner):  # collective: plans from all of its texts at once
+            return self._pooled(self.tokenize(texts), batch_size, normalize, truncate_dim, show_progress)
+        out = np.zeros((len(texts), self.pooled_dim), dtype=np.float32)
+        step = self._step(normalize and truncate_dim is None)  # with truncation, normalising waits for the cut
+        with _progress(len(texts), show_progress) as bar:
+            for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
+                self.runner.run(step, self.tokenize(texts[start:stop]), out[start:stop], batch_size, bar)
+        return _truncate(out, truncate_dim, normalize)
+
+    def _pooled(
+        self,
+        token_ids: list[np.ndarray],
+        batch_size: int,
+        normalize: bool,
+        truncate_dim: int | None,
+        show_progress: bool,
+    ) -> np.ndarray:
+        """Sentence embeddings of token ids, ``truncate_dim`` already resolved (None: every dimension)."""
+        out = np.zeros((len(token_ids), self.pooled_dim), dtype=np.float32)
+        if token_ids or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
+            with _progress(len(token_ids), show_progress) as bar:
+                self.runner.run(self._step(normalize and truncate_dim is None), token_ids, out, batch_size, bar)
+        return _truncate(out, truncate_dim, normalize)
+
+    def _token_embeddings(self, texts: list[str], batch_size: int, show_progress: bool) -> list[np.ndarray]:
+        rows = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
+        step = functools.partial(self._hidden, self._state)
+        lockstep = isinstance(self.runner, runners.LockstepRunner)  # a collective: every text in one run
+        chunks = [(0, len(texts))] if lockstep else _tokenize_chunks(texts, self.tokenizer.window)
+        with _progress(len(texts), show_progress) as bar:
+            for start, stop in chunks:
+                token_ids = self.tokenize(texts[start:stop])
+                sink = _TokenRows(rows, start, [len(t) for t in token_ids])
+                self.runner.run(step, token_ids, cast(np.ndarray, sink), batch_size, bar)
+        return rows
+
+    def save_pretrained(self, path: str) -> str:
+        """Writes the model as a sentence-transformers folder with Hugging Face BERT weights, which
+        ``SentenceTransformer(path)``, ``transformers`` and :meth:`from_pretrained` load; see
+        :func:`gte_jax.export.save_pretrained`. Returns ``path``."""
+        from gte_jax import export
+
+        return export.save_encoder(self, path)
+
+
+def _truncate(vectors: np.ndarray, truncate_dim: int | None, normalize: bool) -> np.ndarray:
+    """The first ``truncate_dim`` dimensions, L2-normalised again when ``normalize`` (as sentence-transformers
+    normalises after truncating); ``vectors`` as they are when ``truncate_dim`` is None."""
+    if truncate_dim is None:
+        return vectors
+    cut = np.ascontiguousarray(vectors[:, :truncate_dim])
+    return sim.normalize_rows(cut) if normalize else cut
 
 
 @contextlib.contextmanager

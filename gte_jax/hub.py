@@ -27,6 +27,7 @@ METADATA_FILES = [
     "vocab.txt",
     "modules.json",
     "sentence_bert_config.json",
+    "config_sentence_transformers.json",
     "1_Pooling/config.json",
 ]
 

@@ -1,4 +1,5 @@
-"""Loading a checkpoint: the model directory's files into a sharded NNX model, its tokenizer and pooling."""
+"""Loading a checkpoint: the model directory's files into a sharded NNX model, its tokenizer and its
+sentence-transformers settings (pooling, prompts, similarity function)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gte_jax.config import GTEConfig
 from gte_jax.hub import resolve_model_dir
 from gte_jax.modeling import BertModel
 from gte_jax.params import check_vocab, find_weights, load_model
-from gte_jax.sentence_config import max_seq_length, pooling_mode
+from gte_jax.sentence_config import SentenceConfig, read_sentence_config
 from gte_jax.tokenization import Tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -22,12 +23,17 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    """What a model directory gives: the model (placed on ``mesh``), its tokenizer and its pooling."""
+    """What a model directory gives: the model (placed on ``mesh``), its tokenizer and its
+    sentence-transformers settings."""
 
     model: BertModel
     tokenizer: Tokenizer
-    pooling: str
+    sentence: SentenceConfig
     model_dir: str
+
+    @property
+    def pooling(self) -> str:
+        return self.sentence.pooling
 
 
 def load(
@@ -44,7 +50,8 @@ def load(
 
     Raises:
         ModelNotFoundError: no such directory and the Hub cannot provide it.
-        ConfigError: ``config.json`` is malformed or not a BERT encoder this module runs.
+        ConfigError: ``config.json`` is malformed or not a BERT encoder this module runs, or the
+            sentence-transformers files name a module or pooling this package does not run.
         CheckpointError: the weights do not fit the config, or the tokenizer's ids do not fit the embedding table.
         ValueError: a bad ``dtype`` or ``max_length``.
     """
@@ -52,9 +59,10 @@ def load(
         raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}.")
     model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
     config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
+    sentence = read_sentence_config(model_dir)  # before the weights: an unsupported module fails fast
     limit = config.max_position_embeddings
     if max_length is None:
-        max_length = min(max_seq_length(model_dir) or limit, limit)
+        max_length = min(sentence.max_seq_length or limit, limit)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= limit:
         raise ValueError(f"max_length {max_length!r} is out of range; {name_or_path} accepts 2 to {limit} tokens.")
     weights = find_weights(model_dir)
@@ -67,4 +75,4 @@ def load(
         attention_impl=attention_impl or default_impl(),
         sharding=functools.partial(sharding.param_sharding, mesh),
     )
-    return Loaded(model, tokenizer, pooling_mode(model_dir), model_dir)
+    return Loaded(model, tokenizer, sentence, model_dir)

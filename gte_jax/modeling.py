@@ -4,6 +4,13 @@ Module and parameter names mirror the Hugging Face checkpoint (``query``,
 ``key``, ``value``, ``LayerNorm`` ...), so that ``params.py`` maps one onto the
 other with a plain table. Shapes in comments use B=batch, T=tokens,
 D=hidden, N=heads, H=head_dim, F=intermediate.
+
+Dropout follows BERT (after the embeddings, on the attention probabilities,
+after each output projection) and is off unless the model is in train mode
+(``model.train()``; ``model.eval()`` switches back). Modules are built in eval
+mode, where the forward is exactly the inference forward. In train mode the
+caller passes the dropout randomness per call (``rngs=nnx.Rngs(dropout=key)``
+or a key), so the model holds no random state and its state is its parameters.
 """
 
 from __future__ import annotations
@@ -17,6 +24,11 @@ from gte_jax.attention import attention
 from gte_jax.config import GTEConfig
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _split(key: jax.Array | None, n: int) -> list[jax.Array | None]:
+    """``n`` independent keys from ``key``, or ``n`` Nones in eval mode."""
+    return [None] * n if key is None else list(jax.random.split(key, n))
 
 
 def _precision(dtype: DTypeLike) -> jax.lax.Precision | None:
@@ -66,15 +78,16 @@ class Embeddings(nnx.Module):
             cfg.type_vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
         )
         self.LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
 
-    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, key: jax.Array | None = None) -> jax.Array:
         positions = jnp.arange(input_ids.shape[1])[None, :]  # [1, T]
         x = (  # [B, T, D]
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)
             + self.token_type_embeddings(token_type_ids)
         )
-        return self.LayerNorm(x)
+        return self.dropout(self.LayerNorm(x), rngs=key)
 
 
 class SelfAttention(nnx.Module):
@@ -86,13 +99,26 @@ class SelfAttention(nnx.Module):
         self.key = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
         self.value = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
         self.output = Einsum("BTNH,NHD->BTD", (N, H, D), (D,), dtype=dtype, rngs=rngs)
+        self.output_dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
         self.attention_impl = attention_impl
         self.precision = _precision(dtype)
+        self.probs_dropout_rate = cfg.attention_probs_dropout_prob
+        self.deterministic = True  # set by model.train() / model.eval()
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        probs_key, out_key = _split(None if self.deterministic else key, 2)
         q, k, v = self.query(x), self.key(x), self.value(x)  # [B, T, N, H] each
-        ctx = attention(q, k, v, mask, impl=self.attention_impl, precision=self.precision)  # [B, T, N, H]
-        return self.output(ctx)  # [B, T, D]
+        ctx = attention(  # [B, T, N, H]
+            q,
+            k,
+            v,
+            mask,
+            impl=self.attention_impl,
+            precision=self.precision,
+            dropout_rate=self.probs_dropout_rate,
+            dropout_rng=probs_key,
+        )
+        return self.output_dropout(self.output(ctx), rngs=out_key)  # [B, T, D]
 
 
 class Layer(nnx.Module):
@@ -105,11 +131,13 @@ class Layer(nnx.Module):
         self.intermediate = Einsum("BTD,DF->BTF", (D, F), (F,), dtype=dtype, rngs=rngs)
         self.output = Einsum("BTF,FD->BTD", (F, D), (D,), dtype=dtype, rngs=rngs)
         self.output_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.output_dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-        x = self.attention_LayerNorm(x + self.attention(x, mask))  # [B, T, D]
+    def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        attention_key, output_key = _split(key, 2)
+        x = self.attention_LayerNorm(x + self.attention(x, mask, attention_key))  # [B, T, D]
         h = jax.nn.gelu(self.intermediate(x), approximate=False)  # [B, T, F], exact erf GELU
-        return self.output_LayerNorm(x + self.output(h))  # [B, T, D]
+        return self.output_LayerNorm(x + self.output_dropout(self.output(h), rngs=output_key))  # [B, T, D]
 
 
 class BertModel(nnx.Module):
@@ -121,6 +149,9 @@ class BertModel(nnx.Module):
             softmax and pooling always run in float32.
         attention_impl: a name from :data:`gte_jax.attention.ATTENTION_IMPLS`.
         rngs: initialiser keys; the weights are random until loaded from a checkpoint.
+
+    The module starts in eval mode; ``model.train()`` turns BERT's dropout on (rates from the
+    config) and ``model.eval()`` off again.
     """
 
     def __init__(
@@ -131,9 +162,16 @@ class BertModel(nnx.Module):
         self.layer = nnx.List(
             [Layer(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
         )
+        self.deterministic = True  # set by model.train() / model.eval()
 
     def __call__(
-        self, input_ids: jax.Array, attention_mask: jax.Array, token_type_ids: jax.Array | None = None
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        *,
+        rngs: nnx.Rngs | jax.Array | None = None,
+        remat: bool = False,
     ) -> jax.Array:
         """Encodes a padded batch.
 
@@ -141,13 +179,30 @@ class BertModel(nnx.Module):
             input_ids: ``[batch, tokens]`` int token ids.
             attention_mask: ``[batch, tokens]``, 1 for real tokens, 0 for padding.
             token_type_ids: ``[batch, tokens]``; zeros when omitted (single segment).
+            rngs: train mode only: the dropout randomness, ``nnx.Rngs(dropout=...)`` (its
+                ``dropout`` stream) or a PRNG key. Ignored in eval mode.
+            remat: recompute each layer's activations in the backward pass instead of
+                storing them (``nnx.remat``): less memory for gradients, one more forward.
 
         Returns:
             ``[batch, tokens, hidden]`` last hidden states.
+
+        Raises:
+            ValueError: the model is in train mode and ``rngs`` is None.
         """
+        key = None
+        if not self.deterministic:
+            if rngs is None:
+                raise ValueError(
+                    "BertModel is in train mode (dropout on) but got no rngs; pass rngs=nnx.Rngs(dropout=seed) "
+                    "or call model.eval() to embed."
+                )
+            key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
+        keys = _split(key, len(self.layer) + 1)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layer:
-            x = layer(x, attention_mask)
+        x = self.embeddings(input_ids, token_type_ids, keys[0])
+        run = nnx.remat(Layer.__call__) if remat else Layer.__call__
+        for layer, layer_key in zip(self.layer, keys[1:], strict=True):
+            x = run(layer, x, attention_mask, layer_key)
         return x

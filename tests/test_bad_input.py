@@ -18,12 +18,14 @@ import os
 import shutil
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from gte_jax import GTEEncoder
 from gte_jax.cli import main as cli_main
+from gte_jax.config import ConfigError
 
 from checkpoints import TINY_VOCAB_1000, torch_bert, truncate, write_checkpoint
 
@@ -82,6 +84,24 @@ def _embed(c: Ctx, *args: Any) -> tuple[int, str]:
     return c.cli("embed", *args, "--model", c.model, "--quiet")
 
 
+def _with_modules(c: Ctx, *extra: dict) -> str:
+    """A copy of MiniLM whose modules.json adds ``extra`` modules after its own."""
+    path = c.model_with()
+    with open(os.path.join(path, "modules.json")) as f:
+        modules = json.load(f)
+    c.file("model/modules.json", json.dumps(modules + list(extra)))
+    return path
+
+
+def _npy(c: Ctx, array: np.ndarray) -> str:
+    path = os.path.join(c.folder, "ranges.npy")
+    np.save(path, array)
+    return path
+
+
+DENSE = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+
+
 CASES: dict[str, tuple] = {
     # -- GTEEncoder.encode -------------------------------------------------------------------------
     "encode: a non-string item": (lambda c: c.enc.encode(["ok", 3]), TypeError, "texts[1] is int"),
@@ -92,6 +112,44 @@ CASES: dict[str, tuple] = {
     "encode: a lone surrogate": (lambda c: c.enc.encode(["ok", "bad \udc80"]), ValueError, "texts[1]"),
     "encode: batch_size 0": (lambda c: c.enc.encode(["a"], batch_size=0), ValueError, "batch_size"),
     "encode: batch_size -3": (lambda c: c.enc.encode(["a"], batch_size=-3), ValueError, "positive"),
+    "encode: precision int4": (lambda c: c.enc.encode(["a"], precision="int4"), ValueError, "precision 'int4'"),
+    "encode: truncate_dim 0": (lambda c: c.enc.encode(["a"], truncate_dim=0), ValueError, "truncate_dim must be"),
+    "encode: truncate_dim past the dimension": (
+        lambda c: c.enc.encode(["a"], truncate_dim=385),
+        ValueError,
+        "truncate_dim 385 is more than this model's 384",
+    ),
+    "encode: an unknown prompt_name": (
+        lambda c: c.enc.encode(["a"], prompt_name="query"),
+        ValueError,
+        "prompt_name 'query' is not one of this model's prompts",
+    ),
+    "encode: a prompt that is not a string": (lambda c: c.enc.encode(["a"], prompt=3), TypeError, "prompt must be"),
+    "encode: an unknown output_value": (
+        lambda c: c.enc.encode(["a"], output_value="cls_token"),
+        ValueError,
+        "output_value 'cls_token'",
+    ),
+    "encode: ranges for float32": (
+        lambda c: c.enc.encode(["a"], ranges=np.zeros((2, 384))),
+        ValueError,
+        "ranges applies to precision 'int8' or 'uint8'",
+    ),
+    "encode: int8 ranges from one text": (
+        lambda c: c.enc.encode("a", precision="int8"),
+        ValueError,
+        "from a single embedding",
+    ),
+    "encode: ranges of the wrong shape": (
+        lambda c: c.enc.encode(["a", "b"], precision="uint8", ranges=np.zeros((2, 10))),
+        ValueError,
+        "ranges must be a [2, 384] array",
+    ),
+    "similarity: rows of different sizes": (
+        lambda c: c.enc.similarity(np.ones((2, 384)), np.ones((2, 10))),
+        ValueError,
+        "384-dimensional embeddings with 10-dimensional",
+    ),
     # -- GTEEncoder.from_pretrained ----------------------------------------------------------------
     "load: a missing directory": (lambda c: GTEEncoder.from_pretrained("/no/dir"), FileNotFoundError, "/no/dir"),
     "load: hidden_size a string": (
@@ -120,6 +178,33 @@ CASES: dict[str, tuple] = {
         "accepts 2 to 512 tokens",
     ),
     "load: an unknown dtype": (lambda c: GTEEncoder.from_pretrained(c.model, dtype="float16"), ValueError, "dtype"),
+    "load: a Dense module in modules.json": (
+        lambda c: GTEEncoder.from_pretrained(_with_modules(c, DENSE)),
+        ConfigError,
+        "module 3 is 'sentence_transformers.models.Dense' (folder '3_Dense')",
+    ),
+    "load: an unknown similarity_fn_name": (
+        lambda c: GTEEncoder.from_pretrained(c.model, similarity_fn_name="maxsim"),
+        ValueError,
+        "similarity_fn_name 'maxsim'",
+    ),
+    "load: an unknown default_prompt_name": (
+        lambda c: GTEEncoder.from_pretrained(c.model, default_prompt_name="query"),
+        ValueError,
+        "default_prompt_name 'query' is not one of the prompts",
+    ),
+    "load: truncate_dim past the dimension": (
+        lambda c: GTEEncoder.from_pretrained(c.model, truncate_dim=1000),
+        ValueError,
+        "truncate_dim 1000 is more than",
+    ),
+    "load: a malformed config_sentence_transformers.json": (
+        lambda c: GTEEncoder.from_pretrained(
+            (c.model_with(), c.file("model/config_sentence_transformers.json", '{"prompts": ["query: "]}'))[0]
+        ),
+        ConfigError,
+        "prompts must map prompt names to prompt strings",
+    ),
     # -- the adapters --------------------------------------------------------------------------------
     "langchain: embed_documents(str)": (lambda c: c.langchain.embed_documents("one"), TypeError, "embed_query"),
     "langchain: embed_query(list)": (lambda c: c.langchain.embed_query(["a"]), TypeError, "takes a str"),
@@ -137,6 +222,11 @@ CASES: dict[str, tuple] = {
     "llama_index: a non-string": (lambda c: c.llama_index.get_text_embedding(5), TypeError, "texts[0] is int"),
     "llama_index: batch_size=": (lambda c: type(c.llama_index)(batch_size=8), ValueError, "batch_size"),
     "llama_index: misspelt name": (lambda c: type(c.llama_index)(modle_name="x"), ValueError, "modle_name"),
+    "llama_index: a prompt and an instruction": (
+        lambda c: type(c.llama_index)(model_name=c.model, query_prompt="q: ", query_instruction="q:"),
+        ValueError,
+        "give query_prompt or query_instruction, not both",
+    ),
     "llama_index: set a missing model": (
         lambda c: setattr(c.llama_index, "model_name", "/no/dir"),
         FileNotFoundError,
@@ -175,6 +265,46 @@ CASES: dict[str, tuple] = {
         lambda c: _embed(c, c.parquet([1, 2**63, 3], pa.uint64()), "-o", "out"),
         2,
         "outside the int64 range",
+    ),
+    "embed: --precision int4": (lambda c: c.cli("embed", "--text", "a", "--precision", "int4"), 2, "invalid choice"),
+    "embed: --truncate-dim past the model": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", "out", "--truncate-dim", 1000),
+        2,
+        "--truncate-dim 1000 is more than the model's 384 dimensions",
+    ),
+    "embed: an unknown --prompt-name": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", "out", "--prompt-name", "query"),
+        2,
+        "--prompt-name: prompt_name 'query'",
+    ),
+    "embed: --calibration for float32": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", "out", "--calibration", c.file("r.npy", b"")),
+        2,
+        "does not apply to --precision float32",
+    ),
+    "embed: int8 --text without --calibration": (
+        lambda c: _embed(c, "--text", "a", "--precision", "int8"),
+        2,
+        "needs fixed ranges for --text or stdin",
+    ),
+    "embed: int8 ranges from one row": (
+        lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", "out", "--precision", "int8"),
+        2,
+        "cannot compute int8/uint8 ranges from 1 text(s)",
+    ),
+    "embed: a calibration .npy of the wrong shape": (
+        lambda c: _embed(
+            c, c.file("c.txt", "a\nb\n"), "-o", "out", "--precision", "uint8", "--calibration", _npy(c, np.zeros(384))
+        ),
+        2,
+        "int8/uint8 ranges are a [2, 384] float array",
+    ),
+    "embed: a calibration file of another kind": (
+        lambda c: _embed(
+            c, c.file("c.txt", "a\n"), "-o", "out", "--precision", "int8", "--calibration", c.file("r.csv", "x")
+        ),
+        2,
+        "use a .npy of [2, dim] ranges, or a .txt, .jsonl or .parquet",
     ),
     "embed: output is a file": (lambda c: _embed(c, c.file("c.txt", "a\n"), "-o", c.file("f", "x")), 2, "is a file"),
     "embed: a manifest that is a list": (

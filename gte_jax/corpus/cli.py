@@ -17,6 +17,8 @@ examples:
   gte-jax embed corpus.jsonl --model thenlper/gte-small --output embeddings/
   gte-jax embed --model thenlper/gte-small --text "what is a tensor?" --text "a pair of shoes"
   gte-jax embed - --model thenlper/gte-small < queries.txt > vectors.jsonl
+  # int8 vectors (one set of ranges for the whole output) of the first 256 dimensions:
+  gte-jax embed corpus.jsonl --model M --output emb-int8/ --precision int8 --truncate-dim 256
   # every host of a TPU pod runs the same command:
   gte-jax embed /mnt/corpus.parquet --model thenlper/gte-base --dtype bfloat16 --output /mnt/emb --distributed
 """
@@ -68,6 +70,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--skip-invalid", action="store_true", help="skip and count bad rows instead of stopping")
     p.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep the raw pooled vectors")
+    p.add_argument(
+        "--truncate-dim",
+        type=positive_int,
+        default=None,
+        help="keep the first N dimensions (Matryoshka), before normalising (default: all)",
+    )
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "int8", "uint8", "binary", "ubinary"),
+        help="stored precision: int8/uint8 scalar-quantised with one set of ranges per output, binary/ubinary one "
+        "bit per dimension packed into dim/8 bytes (default: float32)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        default=None,
+        help="int8/uint8 ranges: a .npy of [2, dim] minima and maxima, or a .txt/.jsonl/.parquet of texts "
+        "(--text-field) to take them from (default: the input's first shard, at most 10000 texts)",
+    )
+    p.add_argument(
+        "--prompt-name",
+        default=None,
+        help="put this prompt of the model's config_sentence_transformers.json before every text (default: its "
+        "default_prompt_name, if it names one)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     d = p.add_argument_group(
         "multi-host",
@@ -151,6 +179,10 @@ def main(args: argparse.Namespace) -> int:
                 skip_invalid=args.skip_invalid,
                 normalize=args.normalize,
                 quiet=args.quiet,
+                truncate_dim=args.truncate_dim,
+                precision=args.precision,
+                prompt_name=args.prompt_name,
+                calibration=args.calibration,
             )
         )
         return 0
@@ -160,13 +192,35 @@ def main(args: argparse.Namespace) -> int:
 
 def embed_stream(args: argparse.Namespace, model: str, chunk: int = 256) -> int:
     """``--text`` or stdin: prints ``{"id": i, "embedding": [...]}`` per text, as each chunk is done."""
-    from gte_jax.corpus.job import embed_texts, load_encoder
+    import numpy as np
+
+    from gte_jax.corpus.job import EmbedJob, embed_texts, load_encoder, make_ranges, resolve_options
+    from gte_jax.quantization import RANGED, quantize_embeddings
 
     enc = load_encoder(model, dtype=args.dtype, max_length=args.max_length)
+    options = EmbedJob(
+        input="-",
+        output="",
+        model=model,
+        text_field=args.text_field,
+        truncate_dim=args.truncate_dim,
+        precision=args.precision,
+        prompt_name=args.prompt_name,
+        calibration=args.calibration,
+    )
+    prompt, dim = resolve_options(enc, options)
+
+    def floats(texts: list[str]) -> np.ndarray:
+        vectors, _ = embed_texts(
+            enc, texts, args.batch_size, args.normalize, prompt=prompt, truncate_dim=args.truncate_dim
+        )
+        return vectors
+
+    ranges = make_ranges(options, floats, dim, None, 1)[0] if args.precision in RANGED else None
 
     def emit(first: int, texts: list[str]) -> None:
-        vectors, _ = embed_texts(enc, texts, args.batch_size, args.normalize)
-        for i, v in enumerate(vectors.tolist()):
+        vectors = quantize_embeddings(floats(texts), args.precision, ranges=ranges)
+        for i, v in enumerate(np.asarray(vectors).tolist()):
             sys.stdout.write(json.dumps({"id": first + i, "embedding": v}) + "\n")
         sys.stdout.flush()
 

@@ -8,7 +8,9 @@ result has every input row exactly once. Each process holds a lock on its
 share of the output directory while it runs (see :mod:`gte_jax.corpus.lock`)
 and writes its own manifest (``_manifest.json`` for one process,
 ``_manifest.process-K-of-N.json`` for several); they record the settings,
-which a rerun must match, and every shard's rows and checksum.
+which a rerun must match, and every shard's rows and checksum. Quantised outputs
+(``--precision``) keep one set of int8/uint8 ranges per output directory, recorded in the
+manifests (see :mod:`gte_jax.corpus.calibration`).
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gte_jax.corpus import shards
+from gte_jax.corpus import calibration, shards
 from gte_jax.corpus.lock import LockHeld, OutputLock
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
 from gte_jax.hub import DEFAULT_MODEL
+from gte_jax.prompts import resolve_prompt
+from gte_jax.quantization import PRECISIONS, RANGED, quantize_embeddings
 
 if TYPE_CHECKING:
     from gte_jax.encoder import GTEEncoder
@@ -80,14 +84,26 @@ class EmbedJob:
     skip_invalid: bool = False
     """Skip (and count) rows that cannot be embedded instead of stopping."""
     normalize: bool = True
-    """L2-normalise the embeddings."""
+    """L2-normalise the embeddings (after ``truncate_dim``)."""
     quiet: bool = False
     """No progress bar or summary."""
+    truncate_dim: int | None = None
+    """Keep the first this many dimensions (Matryoshka); the model's default (all) when None."""
+    precision: str = "float32"
+    """How vectors are stored: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (see
+    :mod:`gte_jax.quantization`)."""
+    prompt_name: str | None = None
+    """One of the model's prompts to put before every text; the model's default prompt (if any) when None."""
+    calibration: str | None = None
+    """int8/uint8 ranges: a ``.npy`` of them, or a ``.txt``/``.jsonl``/``.parquet`` of texts to take them
+    from; None: the first shard of the input (see :mod:`gte_jax.corpus.calibration`)."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "shard_size"):
+        for name in ("batch_size", "shard_size", "truncate_dim"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not supported; use one of {PRECISIONS}.")
 
 
 def model_id(model: str) -> str:
@@ -180,11 +196,44 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def embed_texts(enc: GTEEncoder, texts: list[str], batch_size: int | None, normalize: bool) -> tuple[np.ndarray, int]:
-    """``[len(texts), dim]`` float32 embeddings and the number of tokens they took."""
-    token_ids = enc.tokenize(texts)
-    out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize)
+def embed_texts(
+    enc: GTEEncoder,
+    texts: list[str],
+    batch_size: int | None,
+    normalize: bool,
+    *,
+    prompt: str = "",
+    truncate_dim: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """``[len(texts), dim]`` float32 embeddings and the number of tokens they took (``prompt`` put before
+    each text, as ``enc.encode(texts, prompt=prompt)`` does)."""
+    token_ids = enc.tokenize([prompt + t for t in texts] if prompt else texts)
+    out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize, truncate_dim=truncate_dim)
     return out, sum(len(t) for t in token_ids)
+
+
+def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
+    """The prompt text (``""`` for none) and the float dimension of the job's vectors.
+
+    Raises:
+        OptionError: ``--prompt-name`` is not one of the model's prompts, the model cannot take a
+            prompt, ``--truncate-dim`` is beyond the model's dimension, or ``--calibration`` is given
+            for a precision without ranges.
+    """
+    try:
+        prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name)
+    except ValueError as e:
+        raise OptionError(f"--prompt-name: {e}") from None
+    if prompt and not enc.include_prompt:
+        raise OptionError(f"{job.model} pools without its prompt tokens, which gte_jax does not run; drop the prompt.")
+    if job.truncate_dim is not None and job.truncate_dim > enc.pooled_dim:
+        raise OptionError(
+            f"--truncate-dim {job.truncate_dim} is more than the model's {enc.pooled_dim} dimensions; "
+            f"use 1 to {enc.pooled_dim}."
+        )
+    if job.calibration is not None and job.precision not in RANGED:
+        raise OptionError(f"--calibration sets int8/uint8 ranges; it does not apply to --precision {job.precision}.")
+    return prompt, job.truncate_dim or enc.dim
 
 
 def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncoder:
@@ -204,6 +253,42 @@ def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncode
         raise OptionError(f"{e} (check --max-length and --dtype)") from e
 
 
+def make_ranges(
+    job: EmbedJob,
+    embed: Callable[[list[str]], np.ndarray],
+    dim: int,
+    input_format: str | None,
+    shard_size: int,
+) -> tuple[np.ndarray, str]:
+    """int8/uint8 ranges for ``job`` and where they came from: ``--calibration``, else the input's first shard
+    (``input_format`` None: there is no input file to take them from).
+
+    Raises:
+        OptionError: the calibration file or rows cannot give ranges, or none was given where one is needed.
+    """
+    try:
+        if job.calibration is not None and calibration.is_ranges_file(job.calibration):
+            return calibration.load_ranges(job.calibration, dim), job.calibration
+        if job.calibration is not None:
+            source = calibration.calibration_source(job.calibration, job.text_field)
+            ranges, n = calibration.ranges_from_texts(source, embed, limit=None, first_shard=None)
+            return ranges, f"{n} texts of {job.calibration}"
+    except calibration.CalibrationError as e:
+        raise OptionError(str(e)) from None
+    if input_format is None:
+        raise OptionError(
+            f"--precision {job.precision} needs fixed ranges for --text or stdin: pass --calibration with a .npy of "
+            "[2, dim] ranges or a .txt/.jsonl/.parquet of representative texts."
+        )
+    source = Source(job.input, input_format, text_field=job.text_field, id_field=job.id_field)
+    limit = min(shard_size, calibration.CALIBRATION_ROWS)
+    try:
+        ranges, n = calibration.ranges_from_texts(source, embed, limit=limit, first_shard=shard_size)
+    except calibration.CalibrationError as e:
+        raise OptionError(str(e)) from None
+    return ranges, f"the first {n} texts of the input (shard 0)"
+
+
 def run(job: EmbedJob) -> dict:
     """Embeds ``job.input`` into ``job.output``; continues a previous run of the same job.
 
@@ -217,7 +302,8 @@ def run(job: EmbedJob) -> dict:
         OutputError: the output directory cannot be created or written (full disk included), or holds a
             damaged or foreign shard or manifest; the message names the file.
         EmbeddingError: the model gave NaN or infinite embeddings; the message names the rows.
-        OptionError: ``max_length`` or ``dtype`` does not fit the model.
+        OptionError: ``max_length``, ``dtype``, ``truncate_dim`` or ``prompt_name`` does not fit the model, or
+            int8/uint8 ranges cannot be had from ``calibration`` or the input.
     """
     import jax
 
@@ -325,11 +411,12 @@ class _JobRun:
         self.process, self.count = process, count
         self.out = job.output
         self.size = job.shard_size
+        self.prompt, self.dim = resolve_options(enc, job)
         self.settings = {
             "model": model_id(job.model),
             "dtype": job.dtype,
             "max_length": enc.max_length,
-            "dimension": enc.dim,
+            "dimension": self.dim,
             "pooling": enc.pooling,
             "normalize": job.normalize,
             "input": {"format": source.format, **fingerprint(job.input)},
@@ -337,7 +424,10 @@ class _JobRun:
             "id_field": source.id_field,
             "id_type": source.id_type,
             "shard_size": job.shard_size,
+            **self._encode_settings(),
         }
+        self.ranges: np.ndarray | None = None  # int8/uint8: fixed by check(), before any shard
+        self.quantization: dict | None = None  # the manifest's record of them
         self.digest = settings_digest(self.settings)
         self.manifest_file = manifest_path(self.out, process, count)
         self.manifest: dict = {}
@@ -350,12 +440,70 @@ class _JobRun:
     def mine(self, k: int) -> bool:
         return k % self.count == self.process
 
+    def _encode_settings(self) -> dict:
+        """The encode options, recorded only when set, so that a default job's settings stay as they were."""
+        job = self.job
+        extra: dict = {}
+        if job.truncate_dim is not None:
+            extra["truncate_dim"] = job.truncate_dim
+        if job.prompt_name is not None:
+            extra["prompt_name"] = job.prompt_name
+        if self.prompt:
+            extra["prompt"] = self.prompt
+        if job.precision != "float32":
+            extra["precision"] = job.precision
+        if job.calibration is not None:
+            extra["calibration"] = {"path": os.path.abspath(job.calibration), **fingerprint(job.calibration)}
+        return extra
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Float vectors of ``texts`` as this job makes them, and their token count."""
+        return embed_texts(
+            self.enc,
+            texts,
+            self.job.batch_size,
+            self.job.normalize,
+            prompt=self.prompt,
+            truncate_dim=self.job.truncate_dim,
+        )
+
+    def fix_ranges(self, manifests: dict[str, dict]) -> None:
+        """int8/uint8: the ranges a manifest already holds, else new ones (see :mod:`gte_jax.corpus.calibration`);
+        they join the digest that every shard records.
+
+        Raises:
+            JobConflict: the manifests of this output hold different ranges.
+            OptionError: the calibration file or rows cannot give ranges.
+        """
+        if self.job.precision not in RANGED:
+            return
+        recorded = {json.dumps(m["quantization"]): m["quantization"] for m in manifests.values() if "quantization" in m}
+        if len(recorded) > 1:
+            raise JobConflict(
+                f"{self.out} holds manifests with different int8/uint8 ranges; its shards are not comparable: "
+                "choose a new --output directory."
+            )
+        if recorded:
+            self.quantization = next(iter(recorded.values()))
+            self.ranges = np.asarray(self.quantization["ranges"], dtype=np.float32)
+        else:
+            self.ranges, source = self._new_ranges()
+            self.quantization = {"precision": self.job.precision, "ranges": self.ranges.tolist(), "from": source}
+        self.digest = settings_digest({**self.settings, "ranges": self.quantization["ranges"]})
+
+    def _new_ranges(self) -> tuple[np.ndarray, str]:
+        return make_ranges(self.job, self._embed_only, self.dim, self.source.format, self.size)
+
+    def _embed_only(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)[0]
+
     # -- steps --------------------------------------------------------------------------
 
     def check(self) -> None:
         """Checks, before anything is written, that the output directory holds this job: the manifests'
         settings, and each finished shard of ours (by its footer, and its size against the manifest)."""
         manifests = check_settings(self.out, self.settings)
+        self.fix_ranges(manifests)
         recorded = {
             s["shard"]: (s, path)
             for path, m in manifests.items()
@@ -365,7 +513,13 @@ class _JobRun:
         self.done = {k for k in shards.complete_shards(self.out) if self.mine(k)}
         for k in sorted(self.done):
             self.infos[k] = shards.verify_shard(
-                self.out, k, shard_size=self.size, job=self.digest, id_type=self.source.id_type, dim=self.enc.dim
+                self.out,
+                k,
+                shard_size=self.size,
+                job=self.digest,
+                id_type=self.source.id_type,
+                dim=self.dim,
+                precision=self.job.precision,
             )
             self.records[k] = self._known_record(k, *recorded.get(k, (None, None)))
 
@@ -379,6 +533,7 @@ class _JobRun:
             "process": {"index": self.process, "count": self.count},
             "status": "running",
             "started": _now(),
+            **({"quantization": self.quantization} if self.quantization else {}),
             "shards": self._records(),
         }
         _write_manifest(self.manifest_file, self.manifest)
@@ -465,7 +620,9 @@ class _JobRun:
 
     def _open(self, k: int) -> shards.ShardWriter:
         try:
-            return shards.ShardWriter(self.out, k, k * self.size, self.source.id_type, self.enc.dim, self.digest)
+            return shards.ShardWriter(
+                self.out, k, k * self.size, self.source.id_type, self.dim, self.digest, self.job.precision
+            )
         except OSError as e:
             raise OutputError(self._write_failed(k, e)) from None
 
@@ -473,10 +630,12 @@ class _JobRun:
         """Embeds ``piece`` into ``writer``'s shard, refusing invalid rows (unless skipped) and non-finite vectors."""
         if piece.invalid and not self.job.skip_invalid:
             raise InputError(f"{piece.invalid[0]}; fix it, or pass --skip-invalid to skip such rows.")
-        vectors, n_tokens = embed_texts(self.enc, piece.texts, self.job.batch_size, self.job.normalize)
+        vectors, n_tokens = self.embed(piece.texts)
         bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
         if bad.size:
             raise EmbeddingError(self._non_finite(piece, bad))
+        if self.job.precision != "float32":
+            vectors = np.asarray(quantize_embeddings(vectors, self.job.precision, ranges=self.ranges))
         try:
             writer.add(piece, vectors)
         except OSError as e:

@@ -26,9 +26,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gte_jax.quantization import quantized_dim
+
 if TYPE_CHECKING:
     from gte_jax.corpus.sources import Invalid, Piece
 
+# Stored element type per precision (see gte_jax.quantization); float32 unless the job quantises.
+VALUE_TYPES = {
+    "float32": pa.float32(),
+    "int8": pa.int8(),
+    "uint8": pa.uint8(),
+    "binary": pa.int8(),
+    "ubinary": pa.uint8(),
+}
 SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 SHARD_TMP_RE = re.compile(r"^\.part-(\d{5,})\.parquet(?:\.\d+)?\.tmp$")  # ours only: never other hidden files
 METADATA_KEY = b"gte_jax.shard"
@@ -74,7 +84,9 @@ def shard_info(out_dir: str, k: int) -> dict:
     return info
 
 
-def verify_shard(out_dir: str, k: int, *, shard_size: int, job: str, id_type: str, dim: int) -> dict:
+def verify_shard(
+    out_dir: str, k: int, *, shard_size: int, job: str, id_type: str, dim: int, precision: str = "float32"
+) -> dict:
     """Shard ``k``'s footer record after checking that it is shard ``k`` of this job.
 
     Raises:
@@ -89,8 +101,9 @@ def verify_shard(out_dir: str, k: int, *, shard_size: int, job: str, id_type: st
         wrong.append(f"rows {rows!r} (expected 1 to {shard_size})")
     if embedded != info.pop("_num_rows"):
         wrong.append(f"embedded {embedded!r} (the file holds a different number of rows)")
-    if info.pop("_schema") != schema(id_type, dim):
-        wrong.append(f"a schema other than id {id_type}, embedding float32[{dim}]")
+    expected_schema = schema(id_type, dim, precision)
+    if info.pop("_schema") != expected_schema:
+        wrong.append(f"a schema other than id {id_type}, embedding {expected_schema.field('embedding').type}")
     if wrong:
         raise OutputError(
             f"{os.path.join(out_dir, shard_name(k))} is not shard {k} of this job (it records {'; '.join(wrong)}); "
@@ -99,10 +112,11 @@ def verify_shard(out_dir: str, k: int, *, shard_size: int, job: str, id_type: st
     return info
 
 
-def schema(id_type: str, dim: int) -> pa.Schema:
-    return pa.schema(
-        [pa.field("id", ID_TYPES[id_type], nullable=False), pa.field("embedding", pa.list_(pa.float32(), dim))]
-    )
+def schema(id_type: str, dim: int, precision: str = "float32") -> pa.Schema:
+    """``id`` and ``embedding``: ``fixed_size_list<float32>[dim]``, ``<int8|uint8>[dim]`` for int8 / uint8, or
+    ``<int8|uint8>[ceil(dim / 8)]`` packed bits for binary / ubinary."""
+    embedding = pa.list_(VALUE_TYPES[precision], quantized_dim(dim, precision))
+    return pa.schema([pa.field("id", ID_TYPES[id_type], nullable=False), pa.field("embedding", embedding)])
 
 
 def file_sha256(path: str) -> str:
@@ -172,11 +186,14 @@ class ShardWriter:
         k: the shard index.
         first_row: the shard's first input row.
         id_type: ``"int64"`` or ``"string"``.
-        dim: the embedding size.
+        dim: the embedding size (before binary packing).
         job: a digest of the job's settings, recorded so a rerun knows the shard is its own.
+        precision: how vectors are stored, see :func:`schema`; :meth:`add` takes them already quantised.
     """
 
-    def __init__(self, out_dir: str, k: int, first_row: int, id_type: str, dim: int, job: str):
+    def __init__(
+        self, out_dir: str, k: int, first_row: int, id_type: str, dim: int, job: str, precision: str = "float32"
+    ):
         self.out_dir = out_dir
         self.k = k
         self.first_row = first_row
@@ -187,7 +204,7 @@ class ShardWriter:
         self.invalid: list[Invalid] = []
         self.path = os.path.join(out_dir, shard_name(k))
         self.tmp = tmp_name(self.path)
-        self._schema = schema(id_type, dim)
+        self._schema = schema(id_type, dim, precision)
         self._file = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit or abort)
         self._writer = pq.ParquetWriter(self._file, self._schema)
 
@@ -214,10 +231,12 @@ class ShardWriter:
 
     def write(self, ids: list[int | str], vectors: np.ndarray) -> None:
         """Appends one row group."""
-        dim = self._schema.field("embedding").type.list_size
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        embedding = self._schema.field("embedding").type
+        dtype = embedding.value_type.to_pandas_dtype()
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=dtype).reshape(-1), type=embedding.value_type)
         ids = pa.array(ids, type=self._schema.field("id").type)
-        self._writer.write_table(pa.table([ids, pa.FixedSizeListArray.from_arrays(flat, dim)], schema=self._schema))
+        column = pa.FixedSizeListArray.from_arrays(flat, embedding.list_size)
+        self._writer.write_table(pa.table([ids, column], schema=self._schema))
         self.embedded += len(ids)
 
     def commit(self) -> dict:

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 FORMATS = ("txt", "jsonl", "parquet")
 SUFFIXES = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -128,7 +128,7 @@ class Source:
 
     def pieces(
         self, shard_size: int, wanted: Callable[[int], bool], *, chunk_rows: int = 8192, chunk_bytes: int = 4 << 20
-    ) -> Iterator[Piece]:
+    ) -> Generator[Piece, None, None]:
         """The rows of the wanted shards, in order, cut into pieces that never span two shards.
 
         Every wanted shard that has input rows yields at least one piece (maybe with no

@@ -21,7 +21,10 @@ class GTEEmbeddings(BaseModel, Embeddings):
     ``max_length`` share one :class:`gte_jax.GTEEncoder` per process, hence one
     copy of the weights and one set of compiled programs.
 
-    GTE uses no instruction: queries and documents are embedded the same way.
+    Queries go through ``GTEEncoder.encode_query`` and documents through ``encode_document``,
+    so a checkpoint whose ``config_sentence_transformers.json`` has ``"query"`` / ``"document"``
+    prompts (e5, bge) gets them; ``query_prompt`` / ``document_prompt`` set them for one that
+    has none. GTE uses no prompts: its queries and documents are embedded the same way.
     Vectors are L2-normalised by default, so cosine similarity is a dot product.
 
     Example:
@@ -46,6 +49,12 @@ class GTEEmbeddings(BaseModel, Embeddings):
     """L2-normalise each vector (GTE is trained for cosine similarity)."""
     show_progress: bool = False
     """Show a tqdm progress bar while embedding documents."""
+    query_prompt: str | None = None
+    """Put before every query (``"query: "``), as a sentence-transformers prompt: verbatim, counted against
+    ``max_length``; ``None`` uses the checkpoint's ``"query"`` prompt (none for GTE), ``""`` none at all."""
+    document_prompt: str | None = None
+    """Put before every document (``"passage: "``); ``None`` uses the checkpoint's ``"document"``,
+    ``"passage"`` or ``"corpus"`` prompt (none for GTE), ``""`` none at all."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -85,20 +94,27 @@ class GTEEmbeddings(BaseModel, Embeddings):
         if isinstance(texts, str):
             # A bare string would otherwise be embedded as one text and come back one level too flat.
             raise TypeError("embed_documents takes a list of strings, not a str; use embed_query for one text.")
-        vectors = self._encoder.encode(
-            list(texts), batch_size=self.batch_size, normalize=self.normalize, show_progress=self.show_progress
+        vectors = self._encoder.encode_document(
+            list(texts),
+            prompt=self.document_prompt,
+            batch_size=self.batch_size,
+            normalize=self.normalize,
+            show_progress=self.show_progress,
         )
         return vectors.tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        """Embeds one query text (the same way as a document: GTE has no query instruction).
+        """Embeds one query text, with the query prompt if there is one (GTE has none).
 
         Raises:
             TypeError: ``text`` is not a string.
         """
         if not isinstance(text, str):
             raise TypeError(f"embed_query takes a str, not {type(text).__name__}.")
-        return self._encoder.encode([text], batch_size=self.batch_size, normalize=self.normalize)[0].tolist()
+        vectors = self._encoder.encode_query(
+            [text], prompt=self.query_prompt, batch_size=self.batch_size, normalize=self.normalize
+        )
+        return vectors[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Like :meth:`embed_documents`, in a worker thread so the event loop keeps running."""

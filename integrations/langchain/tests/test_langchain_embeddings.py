@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 
 import numpy as np
 import pytest
@@ -110,3 +112,42 @@ def test_changing_an_encoder_setting_loads_that_encoder(minilm_dir):
     with pytest.raises(ModelNotFoundError):
         embeddings.model_name = "/nonexistent/dir"
     assert embeddings.model_name == minilm_dir and embeddings.encoder.max_length == 32  # unchanged
+
+
+@pytest.fixture(scope="module")
+def prompt_model(minilm_dir, tmp_path_factory) -> str:
+    """MiniLM with "query" and "document" prompts in its config_sentence_transformers.json (as e5 or bge have)."""
+    path = tmp_path_factory.mktemp("prompts") / "model"
+    path.mkdir()
+    for name in os.listdir(minilm_dir):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(minilm_dir, name), path / name)
+    prompts = {"query": "query: ", "document": "passage: "}
+    (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    return str(path)
+
+
+def test_queries_and_documents_get_the_checkpoint_prompts(prompt_model):
+    from sentence_transformers import SentenceTransformer
+
+    embeddings = GTEEmbeddings(model_name=prompt_model)
+    reference = SentenceTransformer(prompt_model, device="cpu")
+    query = reference.encode_query(TEXTS[0], normalize_embeddings=True)
+    documents = reference.encode_document(TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(embeddings.embed_query(TEXTS[0]), query, atol=1e-5)
+    np.testing.assert_allclose(embeddings.embed_documents(TEXTS), documents, atol=1e-5)
+    assert not np.allclose(embeddings.embed_query(TEXTS[0]), embeddings.embed_documents(TEXTS[:1])[0], atol=1e-3)
+
+
+def test_prompt_fields(minilm_dir, prompt_model, embeddings):
+    assert GTEEmbeddings.model_fields["query_prompt"].default is None
+    assert GTEEmbeddings.model_fields["document_prompt"].default is None
+    # for a checkpoint without prompts: the fields supply them, verbatim
+    prompted = GTEEmbeddings(model_name=minilm_dir, query_prompt="query: ", document_prompt="passage: ")
+    encoder = prompted.encoder
+    np.testing.assert_allclose(prompted.embed_query(TEXTS[0]), encoder.encode(TEXTS[0], prompt="query: "), atol=1e-6)
+    np.testing.assert_allclose(prompted.embed_documents(TEXTS), encoder.encode(TEXTS, prompt="passage: "), atol=1e-6)
+    # "" turns a checkpoint's prompt off
+    plain = GTEEmbeddings(model_name=prompt_model, query_prompt="", document_prompt="")
+    np.testing.assert_allclose(plain.embed_query(TEXTS[0]), embeddings.embed_query(TEXTS[0]), atol=1e-6)
+    np.testing.assert_allclose(plain.embed_documents(TEXTS), embeddings.embed_documents(TEXTS), atol=1e-6)

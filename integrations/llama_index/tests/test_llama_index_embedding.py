@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 
 import numpy as np
 import pytest
@@ -149,3 +151,44 @@ def test_embed_batch_size_only_chunks_calls_and_leaves_device_steps_to_the_encod
     monkeypatch.setattr(model.encoder, "encode", lambda texts, **kw: calls.append(kw) or encode(texts, **kw))
     model.get_text_embedding_batch(TEXTS)
     assert len(calls) == 3 and all("batch_size" not in kw for kw in calls)  # the encoder's backend default
+
+
+@pytest.fixture(scope="module")
+def prompt_model(minilm_dir, tmp_path_factory) -> str:
+    """MiniLM with "query" and "passage" prompts in its config_sentence_transformers.json (as e5 has)."""
+    path = tmp_path_factory.mktemp("prompts") / "model"
+    path.mkdir()
+    for name in os.listdir(minilm_dir):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(minilm_dir, name), path / name)
+    prompts = {"query": "query: ", "passage": "passage: "}
+    (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    return str(path)
+
+
+def test_queries_and_texts_get_the_checkpoint_prompts(prompt_model, sentence_transformer):
+    model = GTEEmbedding(model_name=prompt_model)
+    query = sentence_transformer.encode(TEXTS[0], prompt="query: ", normalize_embeddings=True)
+    texts = sentence_transformer.encode(TEXTS[:4], prompt="passage: ", normalize_embeddings=True)
+    np.testing.assert_allclose(model.get_query_embedding(TEXTS[0]), query, atol=1e-5)
+    np.testing.assert_allclose(model.get_text_embedding_batch(TEXTS[:4]), texts, atol=1e-5)
+    np.testing.assert_allclose(model.get_text_embedding(TEXTS[0]), texts[0], atol=1e-5)
+
+
+def test_prompt_fields_and_instructions_agree(minilm_dir, prompt_model, embed_model):
+    fields = GTEEmbedding.model_fields
+    assert fields["query_prompt"].default is None and fields["document_prompt"].default is None
+    assert fields["query_prompt"].description and fields["document_prompt"].description
+    # a prompt is put verbatim, an instruction with a space: "query: " and "query:" are the same
+    prompted = GTEEmbedding(model_name=minilm_dir, query_prompt="query: ", document_prompt="passage: ")
+    instructed = GTEEmbedding(model_name=minilm_dir, query_instruction="query:", text_instruction="passage:")
+    np.testing.assert_allclose(prompted.get_query_embedding(TEXTS[0]), instructed.get_query_embedding(TEXTS[0]))
+    np.testing.assert_allclose(prompted.get_text_embedding_batch(TEXTS), instructed.get_text_embedding_batch(TEXTS))
+    # "" turns a checkpoint's own prompt off
+    plain = GTEEmbedding(model_name=prompt_model, query_prompt="", document_prompt="")
+    np.testing.assert_allclose(
+        plain.get_query_embedding(TEXTS[0]), embed_model.get_query_embedding(TEXTS[0]), atol=1e-6
+    )
+    np.testing.assert_allclose(plain.get_text_embedding(TEXTS[1]), embed_model.get_text_embedding(TEXTS[1]), atol=1e-6)
+    with pytest.raises(ValidationError, match="not both"):
+        GTEEmbedding(model_name=minilm_dir, document_prompt="p: ", text_instruction="p:")

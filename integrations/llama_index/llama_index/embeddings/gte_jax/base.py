@@ -7,14 +7,7 @@ from typing import Any
 
 from gte_jax import DEFAULT_MODEL, GTEEncoder
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
-
-
-def _prepend(instruction: str | None, text: str) -> str:
-    # A non-string goes through untouched, so that gte_jax rejects it (naming its index) rather than
-    # the f-string quietly turning it into text.
-    return f"{instruction} {text}" if instruction and isinstance(text, str) else text
-
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 # The settings an encoder is loaded with; the others apply per call.
 ENCODER_FIELDS = ("model_name", "dtype", "max_length")
@@ -27,6 +20,10 @@ class GTEEmbedding(BaseEmbedding):
     (``gte_jax.ModelNotFoundError``). Objects with the same ``model_name``,
     ``dtype`` and ``max_length`` share one :class:`gte_jax.GTEEncoder` per
     process: one copy of the weights, one set of compiled programs.
+
+    Queries go through ``GTEEncoder.encode_query`` and texts through ``encode_document``, so a
+    checkpoint with ``"query"`` / ``"document"`` prompts in its ``config_sentence_transformers.json``
+    gets them; ``query_prompt`` / ``document_prompt`` set them for one without (GTE has none).
 
     Example:
         .. code-block:: python
@@ -54,16 +51,33 @@ class GTEEmbedding(BaseEmbedding):
         default=None, description="Truncation length in tokens; None uses the checkpoint's own (512 for GTE)."
     )
     normalize: bool = Field(default=True, description="L2-normalise each vector (GTE is trained for cosine).")
+    query_prompt: str | None = Field(
+        default=None,
+        description='Put verbatim before every query ("query: "), as a sentence-transformers prompt; None uses the '
+        'checkpoint\'s "query" prompt (GTE has none), "" none at all.',
+    )
+    document_prompt: str | None = Field(
+        default=None,
+        description='Put verbatim before every text ("passage: "); None uses the checkpoint\'s "document", '
+        '"passage" or "corpus" prompt (GTE has none), "" none at all.',
+    )
     query_instruction: str | None = Field(
-        default=None, description="Prepended (with a space) to queries; GTE itself uses none."
+        default=None, description="Older form of query_prompt: prepended with a space; GTE itself uses none."
     )
     text_instruction: str | None = Field(
-        default=None, description="Prepended (with a space) to texts; GTE itself uses none."
+        default=None, description="Older form of document_prompt: prepended with a space; GTE itself uses none."
     )
 
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently the default
 
     _encoder: GTEEncoder = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _one_prompt_per_side(self) -> GTEEmbedding:
+        for prompt, instruction in (("query_prompt", "query_instruction"), ("document_prompt", "text_instruction")):
+            if getattr(self, prompt) is not None and getattr(self, instruction) is not None:
+                raise ValueError(f"give {prompt} or {instruction}, not both ({instruction} is the older form).")
+        return self
 
     def model_post_init(self, context: Any, /) -> None:
         """Loads (or reuses) the encoder; raises gte_jax.ModelNotFoundError for an unknown model."""
@@ -88,18 +102,22 @@ class GTEEmbedding(BaseEmbedding):
         """The underlying encoder (shared with other objects for the same model and settings)."""
         return self._encoder
 
-    def _embed(self, texts: list[str]) -> list[Embedding]:
-        vectors = self._encoder.encode(texts, normalize=self.normalize)
-        return vectors.tolist()
+    @staticmethod
+    def _prompt(prompt: str | None, instruction: str | None) -> str | None:
+        """The prompt for one side: ``*_prompt`` as given, else the instruction and a space, else None (the
+        checkpoint's own)."""
+        return prompt if prompt is not None else (f"{instruction} " if instruction else None)
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._embed([_prepend(self.query_instruction, query)])[0]
+        prompt = self._prompt(self.query_prompt, self.query_instruction)
+        return self._encoder.encode_query([query], prompt=prompt, normalize=self.normalize)[0].tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._embed([_prepend(self.text_instruction, text)])[0]
+        return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._embed([_prepend(self.text_instruction, t) for t in texts])
+        prompt = self._prompt(self.document_prompt, self.text_instruction)
+        return self._encoder.encode_document(texts, prompt=prompt, normalize=self.normalize).tolist()
 
     # The model runs in a worker thread so that the event loop keeps serving other tasks meanwhile.
     async def _aget_query_embedding(self, query: str) -> Embedding:

@@ -1,0 +1,273 @@
+"""NNX state -> a sentence-transformers model folder with Hugging Face BERT names.
+
+The inverse of ``params.py``: a table from NNX paths to Hugging Face keys with the inverse
+transforms, checked against :func:`gte_jax.params.map_key` on every export, so that a saved
+folder loads back into exactly the same parameters. The folder is what ``SentenceTransformer(DIR)``,
+``transformers.AutoModel.from_pretrained(DIR)`` and ``GTEEncoder.from_pretrained(DIR)`` all read:
+``model.safetensors`` (float32), ``config.json``, the tokenizer files, ``modules.json``,
+``1_Pooling/config.json``, ``sentence_bert_config.json`` and ``config_sentence_transformers.json``
+(sentence-transformers' classic layout, which every version since 2.0 loads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flax import nnx
+from tokenizers import Tokenizer as HFTokenizer
+
+from gte_jax.config import GTEConfig
+from gte_jax.hub import ModelNotFoundError, read_json, resolve_model_dir
+from gte_jax.modeling import BertModel
+from gte_jax.params import find_weights, map_key, read_tensors
+from gte_jax.pooling import pooling_modes
+from gte_jax.tokenization import Tokenizer
+
+if TYPE_CHECKING:
+    from gte_jax.encoder import GTEEncoder
+
+Transform = Callable[[np.ndarray, GTEConfig], np.ndarray]
+
+
+def _identity(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:
+    return t
+
+
+def _linear(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [in, out] -> torch Linear's [out, in]
+    return t.T
+
+
+def _qkv_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [D, N, H] -> [N*H, D]
+    return t.reshape(cfg.hidden_size, -1).T
+
+
+def _qkv_bias(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N, H] -> [N*H]
+    return t.reshape(-1)
+
+
+def _attn_out_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N, H, D] -> [D, N*H]
+    return t.reshape(-1, cfg.hidden_size).T
+
+
+_L = r"layer\.(\d+)\."
+_E = r"encoder.layer.\1."
+
+# NNX path -> (Hugging Face key template, transform): KEY_MAP in params.py, read backwards.
+EXPORT_MAP: dict[str, tuple[str, Transform]] = {
+    r"embeddings\.word_embeddings\.embedding": ("embeddings.word_embeddings.weight", _identity),
+    r"embeddings\.position_embeddings\.embedding": ("embeddings.position_embeddings.weight", _identity),
+    r"embeddings\.token_type_embeddings\.embedding": ("embeddings.token_type_embeddings.weight", _identity),
+    r"embeddings\.LayerNorm\.scale": ("embeddings.LayerNorm.weight", _identity),
+    r"embeddings\.LayerNorm\.bias": ("embeddings.LayerNorm.bias", _identity),
+    _L + r"attention\.(query|key|value)\.kernel": (_E + r"attention.self.\2.weight", _qkv_kernel),
+    _L + r"attention\.(query|key|value)\.bias": (_E + r"attention.self.\2.bias", _qkv_bias),
+    _L + r"attention\.output\.kernel": (_E + "attention.output.dense.weight", _attn_out_kernel),
+    _L + r"attention\.output\.bias": (_E + "attention.output.dense.bias", _identity),
+    _L + r"attention_LayerNorm\.scale": (_E + "attention.output.LayerNorm.weight", _identity),
+    _L + r"attention_LayerNorm\.bias": (_E + "attention.output.LayerNorm.bias", _identity),
+    _L + r"intermediate\.kernel": (_E + "intermediate.dense.weight", _linear),
+    _L + r"intermediate\.bias": (_E + "intermediate.dense.bias", _identity),
+    _L + r"output\.kernel": (_E + "output.dense.weight", _linear),
+    _L + r"output\.bias": (_E + "output.dense.bias", _identity),
+    _L + r"output_LayerNorm\.scale": (_E + "output.LayerNorm.weight", _identity),
+    _L + r"output_LayerNorm\.bias": (_E + "output.LayerNorm.bias", _identity),
+}
+_COMPILED = [(re.compile(k + "$"), v) for k, v in EXPORT_MAP.items()]
+
+# gte_jax pooling mode -> the sentence-transformers Pooling config key that turns it on (the classic keys).
+_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+    "mean": "pooling_mode_mean_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# Tensors a BERT checkpoint carries that embedding never uses; kept from the source so that transformers
+# loads the export without newly initialised weights (what sentence-transformers' own save does).
+_PASSTHROUGH = re.compile(r"^(bert\.)?pooler\.")
+
+
+def _export_key(path: str) -> tuple[str, Transform]:
+    for pattern, (template, transform) in _COMPILED:
+        m = pattern.match(path)
+        if m:
+            return m.expand(template), transform
+    raise ValueError(f"parameter {path} has no Hugging Face BERT name; it cannot be exported.")
+
+
+def hf_tensors(model: BertModel | nnx.State, cfg: GTEConfig) -> dict[str, np.ndarray]:
+    """The parameters as float32 Hugging Face ``BertModel`` tensors (keys without a ``bert.`` prefix).
+
+    Args:
+        model: the module, or its state (``nnx.state(model)``, for example a train state's params).
+        cfg: the model's config (shapes for the reshapes).
+
+    Raises:
+        ValueError: a parameter has no Hugging Face name (a module this exporter does not know).
+    """
+    state = nnx.state(model) if isinstance(model, BertModel) else model
+    out: dict[str, np.ndarray] = {}
+    for keys, var in nnx.to_flat_state(state):
+        path = ".".join(map(str, keys))
+        key, transform = _export_key(path)
+        mapped = map_key(key)
+        assert mapped is not None and mapped[0] == path, f"export table disagrees with params.KEY_MAP on {key}"
+        out[key] = np.ascontiguousarray(transform(np.asarray(var.get_value(), dtype=np.float32), cfg))
+    return out
+
+
+def save_pretrained(
+    model: BertModel | nnx.State,
+    path: str,
+    *,
+    config: GTEConfig | None = None,
+    source_dir: str | None = None,
+    tokenizer: Tokenizer | None = None,
+    pooling: str = "mean",
+    max_seq_length: int = 512,
+    normalize: bool = True,
+) -> str:
+    """Writes a sentence-transformers folder with Hugging Face BERT weights.
+
+    Args:
+        model: the module or its parameter state.
+        path: the folder (created if missing; files of the same names are replaced, others kept).
+        config: the model's config (``model.config`` when a module is given).
+        source_dir: the model directory the weights came from: its tokenizer files, ``config.json``
+            extras and unused tensors (the BERT pooler) are carried over.
+        tokenizer: written as ``tokenizer.json`` when ``source_dir`` has no tokenizer files.
+        pooling: a mode of :mod:`gte_jax.pooling` (``"mean"``, ``"cls"``, ...; ``"cls+mean"`` concatenates).
+        max_seq_length: the truncation length sentence-transformers will use.
+        normalize: add sentence-transformers' ``Normalize`` module (gte_jax's default vectors are unit length).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: neither ``source_dir`` nor ``tokenizer`` gives tokenizer files, or an unknown pooling mode.
+    """
+    from safetensors.numpy import save_file
+
+    if isinstance(model, BertModel):
+        config = config or model.config
+    if config is None:
+        raise ValueError("save_pretrained needs config= when given a parameter state instead of a BertModel.")
+    modes = pooling_modes(pooling)  # raises ValueError for a mode gte_jax does not pool with
+    tokenizer_files = [f for f in TOKENIZER_FILES if source_dir and os.path.isfile(os.path.join(source_dir, f))]
+    if not tokenizer_files and tokenizer is None:
+        raise ValueError("save_pretrained needs the tokenizer: pass source_dir= (a model directory) or tokenizer=.")
+    tensors = hf_tensors(model, config)
+    hf_config: dict[str, Any] = {}
+    if source_dir:
+        hf_config = read_json(source_dir, "config.json") or {}
+        tensors.update(_passthrough_tensors(source_dir))
+    hf_config = {k: v for k, v in hf_config.items() if not k.startswith("_")}
+    hf_config.update(config.to_hf_config())
+
+    os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
+    with _replacing(os.path.join(path, "model.safetensors")) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+    _write_json(path, "config.json", hf_config)
+    for name in tokenizer_files:
+        with _replacing(os.path.join(path, name)) as tmp:
+            shutil.copyfile(os.path.join(source_dir or "", name), tmp)
+    if not tokenizer_files and tokenizer is not None:
+        backend = HFTokenizer.from_str(tokenizer.backend.to_str())  # a copy, without our truncation
+        backend.no_truncation()
+        backend.no_padding()
+        with _replacing(os.path.join(path, "tokenizer.json")) as tmp:
+            backend.save(tmp)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    _write_json(path, "modules.json", modules)
+    pooling_config: dict[str, Any] = {"word_embedding_dimension": config.hidden_size}
+    pooling_config.update({key: mode in modes for mode, key in _POOLING_KEYS.items()})
+    _write_json(path, "1_Pooling/config.json", {**pooling_config, "include_prompt": True})
+    _write_json(path, "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    _write_json(
+        path,
+        "config_sentence_transformers.json",
+        {"__version__": _versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"},
+    )
+    return path
+
+
+def save_encoder(encoder: GTEEncoder, path: str) -> str:
+    """:func:`save_pretrained` for a :class:`~gte_jax.GTEEncoder`: its model, tokenizer, pooling and max length.
+
+    The tokenizer files and the BERT pooler come from the directory the encoder was loaded from
+    (for a Hub id, huggingface_hub's cache), else the tokenizer is written from memory.
+    """
+    source: str | None = None
+    if encoder.name:
+        try:
+            source = resolve_model_dir(encoder.name)
+        except ModelNotFoundError:
+            source = None
+    return save_pretrained(
+        encoder.model,
+        path,
+        source_dir=source,
+        tokenizer=encoder.tokenizer,
+        pooling=encoder.pooling,
+        max_seq_length=encoder.max_length,
+    )
+
+
+def _passthrough_tensors(source_dir: str) -> dict[str, np.ndarray]:
+    try:
+        weights = find_weights(source_dir)
+    except ValueError:
+        return {}
+    if os.path.basename(weights) == "gte_jax.safetensors":  # NNX keys: nothing beyond the parameters
+        return {}
+    return {
+        k.removeprefix("bert."): np.asarray(t, dtype=np.float32)
+        for k, t in read_tensors(weights)
+        if _PASSTHROUGH.match(k)
+    }
+
+
+def _versions() -> dict[str, str]:
+    try:
+        return {"gte_jax": version("gte-jax")}
+    except PackageNotFoundError:  # a source tree that is not installed
+        return {}
+
+
+class _replacing:
+    """A temporary name beside ``path`` to write to; renamed over ``path`` on success, removed on failure."""
+
+    def __init__(self, path: str):
+        self.path = path
+        fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".part")
+        os.close(fd)
+
+    def __enter__(self) -> str:
+        return self.tmp
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def _write_json(folder: str, name: str, value: Any) -> None:
+    with _replacing(os.path.join(folder, name)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")

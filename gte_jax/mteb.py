@@ -1,0 +1,157 @@
+"""A gte_jax model as an MTEB (v2) encoder: ``mteb.evaluate`` runs it like a SentenceTransformer.
+
+.. code-block:: python
+
+    import mteb
+    from gte_jax.mteb import MTEBEncoder
+
+    mteb.evaluate(MTEBEncoder("thenlper/gte-small"), tasks=mteb.get_tasks(tasks=["STSBenchmark"]))
+
+:class:`MTEBEncoder` implements mteb's ``EncoderProtocol``: ``encode`` over mteb's data loaders,
+``similarity`` and ``similarity_pairwise`` with the model's ``similarity_fn_name``, and
+``mteb_model_meta`` (framework ``["JAX"]``). Queries and documents of retrieval tasks go
+through ``encode_query`` and ``encode_document``; prompts follow mteb's order for
+sentence-transformers models (task name + type, task name, task type + type, task type, type).
+Needs ``pip install "gte-jax[mteb]"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+try:
+    import mteb
+    from mteb.models import ModelMeta
+    from mteb.models.abs_encoder import get_prompt_name
+    from mteb.models.model_meta import ScoringFunction
+    from mteb.types import PromptType
+except ImportError as e:  # an optional extra
+    raise ImportError('gte_jax.mteb needs mteb 2.x: pip install "gte-jax[mteb]"') from e
+
+from gte_jax.encoder import GTEEncoder
+from gte_jax.hub import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+__all__ = ["MTEBEncoder"]
+
+
+class MTEBEncoder:
+    """An encoder for ``mteb.evaluate``, over a :class:`~gte_jax.GTEEncoder`.
+
+    Args:
+        model: a Hub id or model directory (loaded with :meth:`GTEEncoder.from_pretrained`), or an
+            encoder already loaded.
+        revision: the Hub revision to load (also recorded in the metadata).
+        device: accepted for mteb's loader, which may pass it; only None, as JAX places the model on
+            its devices itself (pass ``mesh=`` to choose them).
+        embed_dim: mteb's name for ``truncate_dim`` (Matryoshka dimensions).
+        **from_pretrained_kwargs: the other options of :meth:`GTEEncoder.from_pretrained` (``dtype``,
+            ``max_length``, ``prompts``, ``similarity_fn_name``, ``mesh`` and so on).
+
+    Raises:
+        ValueError: loading options given with an encoder already loaded, or a ``device``.
+    """
+
+    def __init__(
+        self,
+        model: str | GTEEncoder = DEFAULT_MODEL,
+        revision: str | None = None,
+        *,
+        device: str | None = None,
+        embed_dim: int | None = None,
+        **from_pretrained_kwargs: Any,
+    ):
+        if device is not None:
+            raise ValueError(
+                f"device={device!r}: gte_jax runs on JAX's devices; choose them with mesh= (a jax.sharding.Mesh)."
+            )
+        if isinstance(model, GTEEncoder):
+            if revision is not None or embed_dim is not None or from_pretrained_kwargs:
+                raise ValueError("loading options apply to a model name or directory, not to a loaded GTEEncoder.")
+            self.encoder = model
+        else:
+            if embed_dim is not None:
+                from_pretrained_kwargs["truncate_dim"] = embed_dim
+            self.encoder = GTEEncoder.from_pretrained(model, revision=revision, **from_pretrained_kwargs)
+        self.mteb_model_meta: ModelMeta = _model_meta(self.encoder, revision)
+
+    def encode(
+        self,
+        inputs: Iterable[dict[str, Any]],
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Embeds the texts of mteb's data loader (batches of ``{"text": [...]}``), in order.
+
+        ``prompt_type`` query / document picks :meth:`GTEEncoder.encode_query` / ``encode_document``;
+        ``batch_size``, ``show_progress_bar`` and ``precision`` of mteb's ``encode_kwargs`` apply.
+
+        Raises:
+            ValueError: a batch without texts (gte_jax embeds text only).
+        """
+        texts: list[str] = []
+        for batch in inputs:
+            if "text" not in batch:
+                raise ValueError(f"{task_metadata.name}: gte_jax embeds text only; this task gives {sorted(batch)}.")
+            texts.extend(batch["text"])
+        name = get_prompt_name(self.encoder.prompts or None, task_metadata, prompt_type)
+        prompt = self.encoder.prompts[name] if name else None
+        options: dict[str, Any] = {
+            "prompt": prompt,
+            "batch_size": kwargs.get("batch_size"),
+            "show_progress": bool(kwargs.get("show_progress_bar", False)),
+            "precision": kwargs.get("precision") or "float32",
+        }
+        if prompt_type == PromptType.query:
+            return self.encoder.encode_query(texts, **options)
+        if prompt_type == PromptType.document:
+            return self.encoder.encode_document(texts, **options)
+        return self.encoder.encode(texts, **options)
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
+        """``[n, m]`` scores with the model's ``similarity_fn_name`` (see :meth:`GTEEncoder.similarity`)."""
+        return self.encoder.similarity(embeddings1, embeddings2)
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
+        """``[n]`` scores of corresponding rows (see :meth:`GTEEncoder.similarity_pairwise`)."""
+        return self.encoder.similarity_pairwise(embeddings1, embeddings2)
+
+
+def _model_meta(enc: GTEEncoder, revision: str | None) -> ModelMeta:
+    """mteb's registry entry for the model's name when it has one (so results file under the same model),
+    else an empty one; either way with this encoder's loader, framework, dimension and similarity."""
+    try:
+        base = mteb.get_model_meta(enc.name)
+    except (KeyError, ValueError):  # not in mteb's registry: a local directory or another model
+        hub_id = enc.name if enc.name and not os.path.isdir(enc.name) else None
+        base = ModelMeta.create_empty(overwrites={"name": hub_id})
+    n_parameters = sum(int(np.prod(x.shape)) for x in _leaves(enc))
+    return base.model_copy(
+        update={
+            "loader": MTEBEncoder,
+            "revision": revision or base.revision,
+            "framework": ["JAX"],
+            "embed_dim": enc.dim,
+            "max_tokens": enc.max_length,
+            "similarity_fn_name": ScoringFunction(enc.similarity_fn_name),
+            "n_parameters": base.n_parameters or n_parameters,
+            "modalities": ["text"],
+        }
+    )
+
+
+def _leaves(enc: GTEEncoder) -> list[Any]:
+    import jax
+    from flax import nnx
+
+    return jax.tree_util.tree_leaves(nnx.state(enc.model, nnx.Param))

@@ -1,0 +1,75 @@
+"""Prompts: named strings prepended to texts before tokenisation, as sentence-transformers 6.x resolves them.
+
+A prompt is plain text put in front of each text (``"query: " + text``), so its tokens count
+against ``max_length``. Which one applies to a call:
+
+1. ``prompt=`` given: that string (``""`` means none); a ``prompt_name`` beside it is ignored with
+   a warning, as sentence-transformers does.
+2. ``prompt_name=`` given: the encoder's prompt of that name (an unknown name is an error).
+3. otherwise the prompt named by ``default_prompt_name``, if any.
+
+``encode_query`` fills in step 2 with ``"query"`` and ``encode_document`` with the first of
+``"document"``, ``"passage"``, ``"corpus"`` that the encoder has; without one they use no prompt
+(never the default prompt), as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+
+QUERY_PROMPT_NAMES = ("query",)
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+
+
+def check_prompts(
+    prompts: Mapping[str, str] | Iterable[tuple[str, str]] | None, default_prompt_name: str | None
+) -> dict[str, str]:
+    """``prompts`` as a dict, after checking it and that ``default_prompt_name`` is one of them.
+
+    Raises:
+        TypeError: a prompt name or text is not a string.
+        ValueError: ``default_prompt_name`` names no prompt.
+    """
+    checked = dict(prompts or {})
+    for name, text in checked.items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TypeError(f"prompts must map names to strings; got {name!r}: {text!r}.")
+    if default_prompt_name is not None and default_prompt_name not in checked:
+        raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {sorted(checked)}.")
+    return checked
+
+
+def resolve_prompt(
+    prompts: Mapping[str, str], default_prompt_name: str | None, prompt: str | None, prompt_name: str | None
+) -> str:
+    """The text to prepend (``""`` for none) for a call given ``prompt`` and ``prompt_name``.
+
+    Raises:
+        TypeError: ``prompt`` or ``prompt_name`` is not a string.
+        ValueError: ``prompt_name`` is not one of ``prompts`` (the message lists them).
+    """
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, not {type(prompt).__name__}.")
+        if prompt_name is not None:
+            warnings.warn(
+                f"both prompt= and prompt_name={prompt_name!r} were given; using prompt and ignoring prompt_name.",
+                stacklevel=3,
+            )
+        return prompt
+    if prompt_name is not None:
+        if not isinstance(prompt_name, str):
+            raise TypeError(f"prompt_name must be a string, not {type(prompt_name).__name__}.")
+        if prompt_name not in prompts:
+            known = sorted(prompts) or "none: pass prompts= to from_pretrained, or prompt= here"
+            raise ValueError(f"prompt_name {prompt_name!r} is not one of this model's prompts ({known}).")
+        return prompts[prompt_name]
+    if default_prompt_name is not None:
+        return prompts[default_prompt_name]
+    return ""
+
+
+def first_prompt(prompts: Mapping[str, str], names: tuple[str, ...]) -> str:
+    """The first of ``names`` that ``prompts`` has, or ``""``."""
+    return next((prompts[n] for n in names if n in prompts), "")

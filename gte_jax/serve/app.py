@@ -1,0 +1,471 @@
+"""The HTTP side of ``gte-jax serve``: Starlette routes in the shapes of the OpenAI and TEI embedding APIs.
+
+A request goes: body read (bounded by ``payload_limit``) -> admitted (at most
+``max_concurrent_requests`` at once, else 429) -> parsed and tokenised on a worker thread ->
+queued in the :class:`~gte_jax.serve.batcher.Batcher`, whose thread runs the device -> response
+built on a worker thread. The event loop only moves bytes, so it keeps answering while the
+device works. A client that disconnects while its request waits takes its queued inputs with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gte_jax.prompts import resolve_prompt
+from gte_jax.serve import schemas
+from gte_jax.serve.batcher import Batcher, ShuttingDown
+from gte_jax.serve.metrics import Metrics
+from gte_jax.serve.schemas import Inputs, RequestError
+
+T = TypeVar("T")  # a parsed request
+
+OPEN_PATHS = frozenset({"/health", "/metrics"})  # answered without the API key, for probes and scrapers
+OPENAI_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/models"})
+# A body over the limit is still read (and dropped) up to this size, so the client gets to read the 413
+# instead of a connection reset; past it the connection is closed.
+DRAIN_LIMIT = 64 << 20
+CLIENT_CLOSED = 499  # nginx's code for "the client went away first": only ever seen in the metrics
+
+_OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+_TEI_TYPES = {401: "Unauthorized", 429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What ``gte-jax serve`` was started with (see ``gte-jax serve --help``)."""
+
+    model_id: str
+    served_model_name: str
+    dtype: str = "float32"
+    api_key: str | None = None
+    max_batch_tokens: int = 16384
+    max_client_batch_size: int = 2048
+    max_concurrent_requests: int = 512
+    payload_limit: int = 2_000_000
+    warmed_up: bool = False
+
+
+def _api(path: str) -> str:
+    return "openai" if path in OPENAI_PATHS else "tei"
+
+
+def error_response(path: str, error: RequestError) -> JSONResponse:
+    """``error`` in the error body of the API that ``path`` belongs to."""
+    api = _api(path)
+    status = error.status or (400 if api == "openai" else 422)
+    if api == "openai":
+        kind = _OPENAI_TYPES.get(status, "invalid_request_error")
+        body: Any = {"error": {"message": error.message, "type": kind, "param": error.param, "code": None}}
+    else:
+        body = {"error": error.message, "error_type": _TEI_TYPES.get(status, "Validation")}
+    headers = {"Retry-After": "1"} if status == 429 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Authenticate:
+    """ASGI middleware: every path but :data:`OPEN_PATHS` needs ``Authorization: Bearer <api_key>``."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None):
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+            error = RequestError(
+                "missing or wrong API key: send the header 'Authorization: Bearer <key>' with the key this "
+                "server was started with (--api-key)",
+                status=401,
+            )
+            return await error_response(scope["path"], error)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class Observe:
+    """ASGI middleware: counts every answer by route and status, and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]):
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in self.routes else "other"  # bounded label values
+        status = 500
+        began = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(time.perf_counter() - began)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client closes the connection (the request body has been read by then)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class Server:
+    """The routes' shared state: the encoder, the batcher, the metrics and the limits."""
+
+    def __init__(self, encoder: Any, settings: Settings):
+        self.encoder = encoder
+        self.settings = settings
+        self.metrics = Metrics()
+        self.batcher = Batcher(encoder, max_batch_tokens=settings.max_batch_tokens, metrics=self.metrics)
+        self.metrics.watch_queue(lambda: self.batcher.queued_requests, lambda: self.batcher.queued_inputs)
+        self.limits = schemas.Limits(
+            dim=encoder.dim,
+            max_length=encoder.max_length,
+            vocab_size=encoder.config.vocab_size,
+            max_client_batch_size=settings.max_client_batch_size,
+        )
+        self.in_flight = 0  # only touched on the event loop
+        self._long_tokenizer: Any = None
+        self._long_lock = threading.Lock()
+
+    # ---- request plumbing -------------------------------------------------------------------------------
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, at most ``payload_limit`` bytes.
+
+        Raises:
+            RequestError: (413) the body is bigger.
+        """
+        limit = self.settings.payload_limit
+        declared = request.headers.get("content-length", "")
+        declared_size = int(declared) if declared.isdigit() else 0
+        over = declared_size > limit
+        if over and request.headers.get("expect", "").lower() == "100-continue":
+            raise self._too_big(declared_size)  # the client has not sent the body yet: nothing to drain
+        body, size = bytearray(), 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                over = True
+            if over:
+                if size > DRAIN_LIMIT:
+                    break
+                continue
+            body += chunk
+        if over:
+            raise self._too_big(max(size, declared_size))
+        return bytes(body)
+
+    def _too_big(self, size: int) -> RequestError:
+        return RequestError(
+            f"the request body is {size} bytes, more than this server takes ({self.settings.payload_limit} bytes, "
+            "--payload-limit); send fewer or shorter inputs per request",
+            status=413,
+        )
+
+    @contextlib.contextmanager
+    def _admit(self) -> Iterator[None]:
+        """Holds one of the ``max_concurrent_requests`` places until the answer is ready.
+
+        Raises:
+            RequestError: (429) every place is taken.
+        """
+        if self.in_flight >= self.settings.max_concurrent_requests:
+            raise RequestError(
+                f"the server is busy: {self.in_flight} requests are in flight, its limit "
+                "(--max-concurrent-requests); retry shortly",
+                status=429,
+            )
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    def _prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """``texts`` with the prompt ``encode()`` would prepend: ``prompt_name``'s, else the model's default."""
+        enc = self.encoder
+        try:
+            prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, prompt_name)
+        except ValueError as e:
+            raise RequestError(f"`prompt_name`: {e}", param="prompt_name") from None
+        return [prompt + t for t in texts] if prompt else texts
+
+    def _token_ids(self, inputs: Inputs, truncate: bool, field: str, prompt_name: str | None) -> list[np.ndarray]:
+        """Token ids per input, cut to the model's limit (or, if ``truncate`` is false, a 413 for a longer one)."""
+        if inputs.token_ids is not None:
+            ids, overlong = inputs.token_ids, list(inputs.overlong)
+        else:
+            texts = self._prompted(inputs.texts or [], prompt_name)
+            ids = self.encoder.tokenize(texts)
+            overlong = [] if truncate else self._overlong(texts, ids)
+        if overlong and not truncate:
+            i, limit = overlong[0], self.encoder.max_length
+            raise RequestError(
+                f"`{field}[{i}]` is longer than this model's limit of {limit} tokens and `truncate` is false; "
+                f'send "truncate": true to embed its first {limit} tokens, or shorten it',
+                param=field,
+                status=413,
+            )
+        return ids
+
+    def _overlong(self, texts: list[str], ids: list[np.ndarray]) -> list[int]:
+        """Indices of texts that the model's limit cut: tokenised again, one token past the limit."""
+        limit = self.encoder.max_length
+        full = [i for i, t in enumerate(ids) if len(t) >= limit]
+        if not full:
+            return []
+        with self._long_lock:
+            if self._long_tokenizer is None:
+                from tokenizers import Tokenizer as Backend
+
+                from gte_jax.tokenization import Tokenizer
+
+                tok = self.encoder.tokenizer
+                self._long_tokenizer = Tokenizer(Backend.from_str(tok.backend.to_str()), limit + 1, tok.pad_token_id)
+        longer = self._long_tokenizer([texts[i] for i in full])
+        return [i for i, t in zip(full, longer, strict=True) if len(t) > limit]
+
+    async def _embed(self, request: Request, ids: list[np.ndarray], normalize: bool) -> np.ndarray | None:
+        """The vectors of ``ids`` from the batcher; None if the client disconnected first (its work is dropped)."""
+        try:
+            job = self.batcher.submit(ids, normalize=normalize)
+        except ShuttingDown as e:
+            raise RequestError(str(e), status=503) from None
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        either: list[asyncio.Future[Any]] = [job.future, gone]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self.batcher.cancel(job)
+            raise
+        finally:
+            gone.cancel()
+        if not job.future.done():
+            self.batcher.cancel(job)
+            job.future.cancel()
+            return None
+        try:
+            vectors = job.future.result()
+        except Exception as e:  # the engine failed (device error): the server's fault, not the client's
+            raise RequestError(f"the engine failed on this request ({type(e).__name__}: {e})", status=500) from e
+        self.metrics.inputs.inc(len(ids))
+        self.metrics.tokens.inc(sum(len(t) for t in ids))
+        return vectors
+
+    async def _answer(
+        self,
+        request: Request,
+        parse: Callable[[dict[str, Any], schemas.Limits], T],
+        handle: Callable[[T], Awaitable[Response]],
+    ) -> Response:
+        """Reads, admits and parses a POST, runs ``handle`` on it, and turns a client's mistake into a 4xx."""
+        began = time.perf_counter()
+
+        def parsed(body: bytes) -> T:
+            return parse(schemas.parse_json(body), self.limits)
+
+        try:
+            body = await self._read_body(request)
+            with self._admit():
+                if len(body) > 65536:  # checking a big body takes milliseconds: keep it off the event loop
+                    req = await run_in_threadpool(parsed, body)
+                else:
+                    req = parsed(body)
+                self.metrics.stage.labels("parse").observe(time.perf_counter() - began)
+                return await handle(req)
+        except RequestError as e:
+            return error_response(request.url.path, e)
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_CLOSED)
+
+    async def _tokenized(
+        self, inputs: Inputs, truncate: bool, field: str, prompt_name: str | None = None
+    ) -> list[np.ndarray]:
+        began = time.perf_counter()
+        ids = await run_in_threadpool(self._token_ids, inputs, truncate, field, prompt_name)
+        self.metrics.stage.labels("tokenize").observe(time.perf_counter() - began)
+        return ids
+
+    async def _respond(self, build: Callable[[], bytes]) -> Response:
+        began = time.perf_counter()
+        content = await run_in_threadpool(build)
+        self.metrics.stage.labels("respond").observe(time.perf_counter() - began)
+        return Response(content, media_type="application/json")
+
+    # ---- routes -----------------------------------------------------------------------------------------
+
+    async def openai_embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings`` (and ``/embeddings``): OpenAI's request and response."""
+
+        async def handle(req: schemas.OpenAIRequest) -> Response:
+            ids = await self._tokenized(req.inputs, True, "input")
+            vectors = await self._embed(request, ids, normalize=True)
+            if vectors is None:
+                return Response(status_code=CLIENT_CLOSED)
+            model = req.model or self.settings.served_model_name
+            tokens = sum(len(t) for t in ids)
+            return await self._respond(
+                lambda: schemas.openai_body(
+                    schemas.shape_vectors(vectors, req.dimensions, True),
+                    model=model,
+                    encoding_format=req.encoding_format,
+                    prompt_tokens=tokens,
+                )
+            )
+
+        return await self._answer(request, schemas.parse_openai, handle)
+
+    async def embed(self, request: Request) -> Response:
+        """TEI's ``POST /embed``: ``{"inputs", "normalize", "truncate", "dimensions"}`` -> ``[[float]]``."""
+
+        async def handle(req: schemas.EmbedRequest) -> Response:
+            ids = await self._tokenized(req.inputs, req.truncate, "inputs", req.prompt_name)
+            # With `dimensions`, cutting unit vectors and normalising again equals normalising the cut raw
+            # vectors, so normalize=true always runs the programs encode() runs.
+            vectors = await self._embed(request, ids, normalize=req.normalize)
+            if vectors is None:
+                return Response(status_code=CLIENT_CLOSED)
+            return await self._respond(
+                lambda: schemas.tei_body(schemas.shape_vectors(vectors, req.dimensions, req.normalize))
+            )
+
+        return await self._answer(request, schemas.parse_embed, handle)
+
+    async def tokenize(self, request: Request) -> Response:
+        """TEI's ``POST /tokenize``: the tokens the model sees (cut to its limit), with character offsets."""
+
+        async def handle(req: schemas.TokenizeRequest) -> Response:
+            backend = self.encoder.tokenizer.backend  # truncates at the model's limit
+            texts = self._prompted(req.texts, req.prompt_name)
+            return await self._respond(
+                lambda: schemas.tokens_body(backend.encode_batch(texts, add_special_tokens=req.add_special_tokens))
+            )
+
+        return await self._answer(request, schemas.parse_tokenize, handle)
+
+    async def health(self, request: Request) -> Response:
+        """``GET /health``: 200 while the engine's worker runs, else 503."""
+        if not self.batcher.alive:
+            error = RequestError("the engine worker has stopped; restart the server", status=503)
+            return error_response(request.url.path, error)
+        return JSONResponse({"status": "ok"})
+
+    async def info(self, request: Request) -> Response:
+        """``GET /info``: the model, the devices and the batching limits (TEI's field names where they exist)."""
+        from gte_jax import __version__
+
+        enc, s = self.encoder, self.settings
+        devices = list(enc.mesh.devices.flat)
+        return JSONResponse(
+            {
+                "model_id": s.model_id,
+                "served_model_name": s.served_model_name,
+                "model_dtype": s.dtype,
+                "model_type": {"embedding": {"pooling": enc.pooling}},
+                "dimension": enc.dim,
+                "max_input_length": enc.max_length,
+                "vocab_size": self.limits.vocab_size,
+                "auto_truncate": True,
+                "platform": devices[0].platform,
+                "devices": [str(d) for d in devices],
+                "max_batch_tokens": s.max_batch_tokens,
+                "max_client_batch_size": s.max_client_batch_size,
+                "max_concurrent_requests": s.max_concurrent_requests,
+                "payload_limit": s.payload_limit,
+                "step_batch_size": enc.batch_size,
+                "step_max_batch_tokens": enc.max_batch_tokens,
+                "warmed_up": s.warmed_up,
+                "version": __version__,
+            }
+        )
+
+    async def models(self, request: Request) -> Response:
+        """``GET /v1/models``: OpenAI's model list, with the one served model."""
+        model = {"id": self.settings.served_model_name, "object": "model", "created": 0, "owned_by": "gte-jax"}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def prometheus(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text format."""
+        body, content_type = self.metrics.render()
+        return Response(body, headers={"Content-Type": content_type})
+
+
+def create_app(encoder: Any, settings: Settings) -> Starlette:
+    """The ASGI app serving ``encoder`` (a :class:`~gte_jax.GTEEncoder`); its batcher runs between startup and
+    shutdown (the ASGI lifespan), and shutdown finishes the queued work first.
+    """
+    server = Server(encoder, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        server.batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(server.batcher.close)
+
+    table = [
+        ("POST", "/v1/embeddings", server.openai_embeddings),
+        ("POST", "/embeddings", server.openai_embeddings),
+        ("POST", "/embed", server.embed),
+        ("POST", "/tokenize", server.tokenize),
+        ("GET", "/health", server.health),
+        ("GET", "/info", server.info),
+        ("GET", "/metrics", server.prometheus),
+        ("GET", "/v1/models", server.models),
+    ]
+    routes = [Route(path, endpoint, methods=[method]) for method, path, endpoint in table]
+    paths = frozenset(path for _, path, _ in table)
+    listing = ", ".join(f"{method} {path}" for method, path, _ in table)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message += f"; this server has {listing}"
+        elif exc.status_code == 405:
+            message += f"; use {exc.headers.get('Allow', '') if exc.headers else ''}"
+        return error_response(request.url.path, RequestError(message, status=exc.status_code))
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(Observe, metrics=server.metrics, routes=paths),
+            Middleware(Authenticate, api_key=settings.api_key),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.server = server
+    return app

@@ -1,0 +1,323 @@
+"""The request and response bodies of the OpenAI and TEI embedding APIs, checked by hand.
+
+Plain Python over ``json.loads`` output, no web framework: every error is a :class:`RequestError`
+whose message names the field (``input[3][7]``) and says what to send instead, and the
+route turns it into the status code and error body of the API it mirrors.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# JSON's names for Python's types, for messages that speak the client's language.
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+
+ENCODING_FORMATS = ("float", "base64")
+
+
+class RequestError(Exception):
+    """A client's mistake.
+
+    Args:
+        message: what is wrong and what to send instead, naming the field.
+        param: the field (OpenAI's ``error.param``).
+        status: the HTTP status; None for a malformed field, which each API answers with its own
+            (OpenAI 400, TEI 422).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a request is checked against: the model's and the server's."""
+
+    dim: int
+    max_length: int  # tokens, [CLS] and [SEP] included
+    vocab_size: int  # rows of the embedding table: token ids must be below it
+    max_client_batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What to embed: texts to tokenise, or token ids a client sent (already cut to ``max_length``)."""
+
+    texts: list[str] | None = None
+    token_ids: list[np.ndarray] | None = None
+    overlong: tuple[int, ...] = ()  # indices of token-id inputs longer than max_length (before the cut)
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self.token_ids or ())
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenAIRequest:
+    """``POST /v1/embeddings``."""
+
+    inputs: Inputs
+    model: str | None
+    encoding_format: str
+    dimensions: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedRequest:
+    """TEI's ``POST /embed``."""
+
+    inputs: Inputs
+    normalize: bool
+    truncate: bool
+    dimensions: int | None
+    prompt_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeRequest:
+    """TEI's ``POST /tokenize``."""
+
+    texts: list[str]
+    add_special_tokens: bool
+    prompt_name: str | None = None
+
+
+def kind(value: Any) -> str:
+    """The JSON type of ``value``, with an article: ``an array``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    Raises:
+        RequestError: (400) the body is not JSON, or not an object.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise RequestError(
+            f'the request body is not valid JSON ({detail}); send a JSON object such as {{"input": ["some text"]}}',
+            status=400,
+        ) from None
+    if not isinstance(value, dict):
+        raise RequestError(f"the request body must be a JSON object, not {kind(value)}", status=400)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_text(text: str, field: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RequestError(
+                f"`{field}` holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is not text; "
+                "send valid UTF-8 or replace the character",
+                param=field.split("[")[0],
+            ) from None
+
+
+def _token_ids(value: list, field: str, limits: Limits) -> tuple[np.ndarray, bool]:
+    """One input's token ids, cut to ``max_length``, and whether it was longer."""
+    param = field.split("[")[0]
+    if not value:
+        raise RequestError(f"`{field}` is an empty list of token ids; send at least one id", param=param)
+    for j, t in enumerate(value):
+        if not _is_int(t):
+            raise RequestError(f"`{field}[{j}]` is {kind(t)}, not a token id (an integer)", param=param)
+        if not 0 <= t < limits.vocab_size:
+            raise RequestError(
+                f"`{field}[{j}]` = {t} is not a token id of this model (0 to {limits.vocab_size - 1}); "
+                "send ids from this server's /tokenize, not another tokenizer's (such as tiktoken's)",
+                param=param,
+            )
+    return np.asarray(value[: limits.max_length], dtype=np.int32), len(value) > limits.max_length
+
+
+def _too_many(n: int, field: str, limits: Limits) -> None:
+    if n > limits.max_client_batch_size:
+        raise RequestError(
+            f"`{field}` holds {n} inputs, more than this server takes in one request "
+            f"({limits.max_client_batch_size}, --max-client-batch-size); split it into smaller requests",
+            param=field,
+            status=413,
+        )
+
+
+def parse_inputs(value: Any, field: str, limits: Limits) -> Inputs:
+    """A string, a list of strings, a list of token ids (one input) or a list of lists of token ids.
+
+    Raises:
+        RequestError: the value is missing, empty or of the wrong type (the message names the item),
+            a token id is outside the vocabulary, or (413) there are more inputs than the server takes.
+    """
+    expected = "a string, a list of strings, a list of token ids or a list of lists of token ids"
+    if value is None:
+        raise RequestError(f"`{field}` is missing; send {expected}", param=field)
+    if isinstance(value, str):
+        _check_text(value, field)
+        return Inputs(texts=[value])
+    if not isinstance(value, list):
+        raise RequestError(f"`{field}` must be {expected}, not {kind(value)}", param=field)
+    if not value:
+        raise RequestError(f"`{field}` is an empty list; send at least one input", param=field)
+    first = value[0]
+    if _is_int(first):  # one input, already tokenised
+        one, cut = _token_ids(value, field, limits)
+        return Inputs(token_ids=[one], overlong=(0,) if cut else ())
+    _too_many(len(value), field, limits)
+    if isinstance(first, str):
+        for i, t in enumerate(value):
+            if not isinstance(t, str):
+                raise RequestError(f"`{field}[{i}]` is {kind(t)}; a list of texts must hold only strings", param=field)
+            _check_text(t, f"{field}[{i}]")
+        return Inputs(texts=list(value))
+    if isinstance(first, list):
+        ids: list[np.ndarray] = []
+        overlong: list[int] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, list):
+                raise RequestError(
+                    f"`{field}[{i}]` is {kind(item)}; a list of token-id lists must hold only lists of integers",
+                    param=field,
+                )
+            row, longer = _token_ids(item, f"{field}[{i}]", limits)
+            ids.append(row)
+            if longer:
+                overlong.append(i)
+        return Inputs(token_ids=ids, overlong=tuple(overlong))
+    raise RequestError(f"`{field}[0]` is {kind(first)}; `{field}` must be {expected}", param=field)
+
+
+def _dimensions(value: Any, limits: Limits) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or not 1 <= value <= limits.dim:
+        raise RequestError(
+            f"`dimensions` must be an integer from 1 to {limits.dim} (this model's dimension), not {value!r}",
+            param="dimensions",
+        )
+    return value
+
+
+def _bool(body: dict[str, Any], field: str, default: bool) -> bool:
+    value = body.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(f"`{field}` must be true or false, not {kind(value)}", param=field)
+    return value
+
+
+def _prompt_name(body: dict[str, Any]) -> str | None:
+    """TEI's ``prompt_name``: one of the model's prompts (checked when the texts are tokenised)."""
+    name = body.get("prompt_name")
+    if name is not None and not isinstance(name, str):
+        raise RequestError(f"`prompt_name` must be a string, not {kind(name)}", param="prompt_name")
+    return name
+
+
+def parse_openai(body: dict[str, Any], limits: Limits) -> OpenAIRequest:
+    """An OpenAI ``/v1/embeddings`` request (``input``, ``model``, ``encoding_format``, ``dimensions``, ``user``)."""
+    inputs = parse_inputs(body.get("input"), "input", limits)
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestError(f"`model` must be a string, not {kind(model)}", param="model")
+    fmt = body.get("encoding_format")
+    if fmt is None:
+        fmt = "float"
+    if fmt not in ENCODING_FORMATS:
+        raise RequestError(f"`encoding_format` must be 'float' or 'base64', not {fmt!r}", param="encoding_format")
+    return OpenAIRequest(inputs, model, fmt, _dimensions(body.get("dimensions"), limits))
+
+
+def parse_embed(body: dict[str, Any], limits: Limits) -> EmbedRequest:
+    """A TEI ``/embed`` request (``inputs``, ``normalize``, ``truncate``, ``prompt_name``, ``dimensions``)."""
+    inputs = parse_inputs(body.get("inputs"), "inputs", limits)
+    normalize = _bool(body, "normalize", True)
+    truncate = _bool(body, "truncate", True)
+    direction = body.get("truncation_direction")
+    if direction is not None and (not isinstance(direction, str) or direction.lower() != "right"):
+        raise RequestError(
+            f"`truncation_direction` {direction!r} is not supported; this server keeps the start of a text "
+            "(Right) only",
+            param="truncation_direction",
+        )
+    return EmbedRequest(inputs, normalize, truncate, _dimensions(body.get("dimensions"), limits), _prompt_name(body))
+
+
+def parse_tokenize(body: dict[str, Any], limits: Limits) -> TokenizeRequest:
+    """A TEI ``/tokenize`` request (``inputs`` as texts, ``add_special_tokens``)."""
+    inputs = parse_inputs(body.get("inputs"), "inputs", limits)
+    if inputs.texts is None:
+        raise RequestError("`inputs` must be a string or a list of strings to tokenize", param="inputs")
+    return TokenizeRequest(inputs.texts, _bool(body, "add_special_tokens", True), _prompt_name(body))
+
+
+def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length, as :func:`gte_jax.pooling.l2_normalize` does on the device."""
+    norms = np.sqrt(np.sum(vectors * vectors, axis=-1, keepdims=True))
+    return vectors / np.maximum(norms, eps)
+
+
+def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """The first ``dimensions`` of each vector (Matryoshka style), re-normalised if asked."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    vectors = np.ascontiguousarray(vectors[:, :dimensions])
+    return l2_normalize(vectors) if normalize else vectors
+
+
+def openai_body(vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int) -> bytes:
+    """An OpenAI embeddings response; ``base64`` is little-endian float32, as the ``openai`` client decodes it."""
+    if encoding_format == "base64":
+        little = vectors.astype("<f4", copy=False)
+        embeddings: Sequence[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    else:
+        embeddings = vectors.tolist()
+    data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)]
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return _dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+def tei_body(vectors: np.ndarray) -> bytes:
+    """TEI's ``/embed`` response: one list of floats per input."""
+    return _dumps(vectors.tolist())
+
+
+def tokens_body(encodings: list[Any]) -> bytes:
+    """TEI's ``/tokenize`` response from ``tokenizers`` encodings; offsets are in characters, null for specials."""
+    out = []
+    for e in encodings:
+        tokens = []
+        for tid, text, special, (start, stop) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True):
+            tokens.append(
+                {
+                    "id": tid,
+                    "text": text,
+                    "special": bool(special),
+                    "start": None if special else start,
+                    "stop": None if special else stop,
+                }
+            )
+        out.append(tokens)
+    return _dumps(out)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

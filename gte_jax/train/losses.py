@@ -1,0 +1,105 @@
+"""Contrastive losses on embeddings, numerically equal to sentence-transformers' (fp32 logits, stable log-sum-exp).
+
+Pure functions of ``[batch, dim]`` embeddings (pooled, not necessarily normalised: the cosine
+similarity normalises them, as sentence-transformers' ``cos_sim`` does). Under ``jax.jit`` over
+global arrays the batch is the global batch, whatever the mesh: every query sees every candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from gte_jax.pooling import l2_normalize
+
+DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+# GTE's improved contrastive loss (Li et al. 2023): one softmax over all four directions.
+GTE_DIRECTIONS = DIRECTIONS
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def cos_sim(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``[n, m]`` cosine similarities of the rows of ``a`` ``[n, D]`` and ``b`` ``[m, D]``, in float32."""
+    return jnp.einsum("ND,MD->NM", l2_normalize(a), l2_normalize(b), precision=_HIGHEST)
+
+
+def pairwise_cos_sim(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``[n]`` cosine similarities of ``a[i]`` and ``b[i]``, in float32."""
+    return jnp.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+
+
+def cosent(a: jax.Array, b: jax.Array, labels: jax.Array, *, scale: float = 20.0) -> jax.Array:
+    """CoSENT loss (sentence-transformers' ``CoSENTLoss``): pairs ranked by cosine as their labels rank them.
+
+    ``log(1 + sum exp(scale * (cos(k, l) - cos(i, j))))`` over all pairs of pairs whose label of ``(i, j)`` is
+    strictly above that of ``(k, l)``; computed as sentence-transformers does, sorted by label with a suffix
+    log-sum-exp, in O(n log n) without the quadratic matrix.
+
+    Args:
+        a, b: ``[batch, dim]`` embeddings of the first and second texts.
+        labels: ``[batch]`` similarity scores (any scale: only their order matters).
+        scale: inverse temperature.
+
+    Returns:
+        The scalar loss (a sum over the batch's pairs of pairs, not a mean), float32.
+    """
+    if labels.shape != a.shape[:1]:
+        raise ValueError(f"cosent expects one label per pair ({a.shape[0]}), got labels of shape {labels.shape}.")
+    scores = pairwise_cos_sim(a, b) * scale  # [B]
+    labels = labels.astype(jnp.int32) if labels.dtype == jnp.bool_ else labels
+    order = jnp.argsort(labels, stable=True)
+    labels, scores = labels[order], scores[order]
+    higher = jnp.searchsorted(labels, labels, side="right")  # first index of a strictly higher label
+    suffix = jax.lax.cumlogsumexp(-scores, reverse=True)  # suffix[i] = logsumexp(-scores[i:])
+    suffix = jnp.concatenate([suffix, jnp.full((1,), -jnp.inf, scores.dtype)])
+    terms = scores + suffix[higher]  # log sum_{label_j > label_i} exp(s_i - s_j); -inf where none
+    return jax.nn.logsumexp(jnp.concatenate([jnp.zeros((1,), scores.dtype), terms]))
+
+
+def infonce(
+    q: jax.Array,
+    d: jax.Array,
+    *negatives: jax.Array,
+    scale: float = 20.0,
+    directions: Sequence[str] = ("query_to_doc",),
+) -> jax.Array:
+    """In-batch-negatives InfoNCE (sentence-transformers' ``MultipleNegativesRankingLoss``, joint partition).
+
+    For query ``i`` the positive is ``d[i]``; the candidates are every document of the batch, hard negatives
+    included (``query_to_doc``), and optionally every other query (``query_to_query``), every query seen from
+    document ``i`` (``doc_to_query``) and every document not belonging to query ``i`` (``doc_to_doc``), all in
+    one softmax. GTE's loss is all four directions (:data:`GTE_DIRECTIONS`).
+
+    Args:
+        q: ``[batch, dim]`` query (anchor) embeddings.
+        d: ``[batch, dim]`` positive document embeddings.
+        *negatives: ``[batch, dim]`` each: a hard negative per query (column after column).
+        scale: inverse temperature (20 is a temperature of 0.05).
+        directions: which similarity terms enter the softmax; must include ``query_to_doc``.
+
+    Returns:
+        The scalar mean loss over queries, float32.
+    """
+    unknown = set(directions) - set(DIRECTIONS)
+    if unknown or "query_to_doc" not in directions:
+        raise ValueError(
+            f"directions {tuple(directions)} must include 'query_to_doc' and only name {DIRECTIONS}; "
+            "GTE's loss uses all four."
+        )
+    B = q.shape[0]
+    docs = jnp.concatenate([d, *negatives], axis=0)  # [B*(1+n), D]
+    same = jnp.eye(B, dtype=bool)  # [B, B]
+    blocks = [cos_sim(q, docs)]  # [B, B*(1+n)]
+    if "query_to_query" in directions:
+        blocks.append(jnp.where(same, -jnp.inf, cos_sim(q, q)))  # [B, B], a query is no candidate for itself
+    if "doc_to_query" in directions:
+        blocks.append(cos_sim(d, q))  # [B, B]
+    if "doc_to_doc" in directions:
+        own = jnp.tile(same, (1, 1 + len(negatives)))  # [B, B*(1+n)]: the query's own positive and negatives
+        blocks.append(jnp.where(own, -jnp.inf, cos_sim(d, docs)))
+    scores = jnp.concatenate(blocks, axis=1) * scale
+    positive = jnp.diagonal(blocks[0][:, :B]) * scale  # [B]
+    return jnp.mean(jax.nn.logsumexp(scores, axis=1) - positive)

@@ -1,0 +1,160 @@
+"""gte_jax.mteb.MTEBEncoder: mteb v2's EncoderProtocol, and mteb.evaluate's score against sentence-transformers.
+
+The task is STS Benchmark's test split from tests/data (an ``AbsTaskSTS`` whose ``load_data`` builds the
+``DatasetDict`` itself, so nothing comes from the Hub), run with ``cache=None``: mteb writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+# mteb makes its results cache folder (~/.cache/mteb) when imported: point it at a temporary one first.
+OWN_CACHE = "MTEB_CACHE" not in os.environ
+MTEB_CACHE = os.environ["MTEB_CACHE"] if not OWN_CACHE else tempfile.mkdtemp(prefix="gte-jax-test-mteb-")
+os.environ["MTEB_CACHE"] = MTEB_CACHE
+mteb = pytest.importorskip("mteb")
+
+from datasets import Dataset, DatasetDict  # noqa: E402
+from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402
+from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
+from mteb.models import EncoderProtocol  # noqa: E402
+from mteb.types import PromptType  # noqa: E402
+
+from gte_jax import GTEEncoder  # noqa: E402
+from gte_jax.mteb import MTEBEncoder  # noqa: E402
+
+MINILM_STSB = 0.8203  # all-MiniLM-L6-v2's STSBenchmark cosine Spearman on the MTEB leaderboard
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_temporary_cache():
+    yield
+    if OWN_CACHE:
+        shutil.rmtree(MTEB_CACHE, ignore_errors=True)
+
+
+class LocalSTSBenchmark(AbsTaskSTS):
+    """mteb's STSBenchmark task, its data read from tests/data/stsbenchmark/sts-test.csv."""
+
+    min_score = 0
+    max_score = 5
+    metadata = TaskMetadata(
+        name="LocalSTSBenchmark",
+        dataset={"path": "local/stsbenchmark", "revision": "tests-data"},
+        description="STS Benchmark test split from the repository's test data.",
+        reference="https://github.com/PhilipMay/stsb-multi-mt/",
+        type="STS",
+        category="t2t",
+        modalities=["text"],
+        eval_splits=["test"],
+        eval_langs=["eng-Latn"],
+        main_score="cosine_spearman",
+        date=("2017-01-01", "2017-12-31"),
+        domains=["Blog", "News", "Written"],
+        task_subtypes=[],
+        license="cc-by-sa-4.0",
+        annotations_creators="human-annotated",
+        dialect=[],
+        sample_creation="found",
+        bibtex_citation="",
+    )
+
+    def __init__(self, pairs: tuple[list[str], list[str], list[float]], **kwargs):
+        super().__init__(**kwargs)
+        self.pairs = pairs
+
+    def load_data(self, num_proc: int | None = None, **kwargs) -> None:
+        s1, s2, scores = self.pairs
+        self.dataset = DatasetDict({"test": Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": scores})})
+        self.data_loaded = True
+
+
+@pytest.fixture
+def no_mteb_cache(tmp_path, monkeypatch):
+    """datasets points at the test's folder too, should anything try to cache."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    before = set(os.listdir(MTEB_CACHE))
+    yield
+    assert set(os.listdir(MTEB_CACHE)) == before  # cache=None: no results written
+
+
+def main_score(model, task) -> float:
+    result = mteb.evaluate(model, tasks=[task], cache=None, show_progress_bar=False, encode_kwargs={"batch_size": 32})
+    return float(result.task_results[0].get_score())
+
+
+@pytest.mark.slow
+def test_sts_benchmark_score_matches_sentence_transformers(minilm, minilm_dir, sts_test, no_mteb_cache):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    ours = main_score(MTEBEncoder(minilm), LocalSTSBenchmark(sts_test))  # the session encoder: compiled already
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # beside JAX's threads on a shared 2-core machine
+    try:
+        theirs = main_score(SentenceTransformer(minilm_dir, device="cpu"), LocalSTSBenchmark(sts_test))
+    finally:
+        torch.set_num_threads(threads)
+    assert abs(ours - theirs) <= 1e-4, (ours, theirs)
+    assert round(ours, 4) == MINILM_STSB
+
+
+def test_the_protocol_and_the_metadata(minilm):
+    model = MTEBEncoder(minilm)
+    assert isinstance(model, EncoderProtocol)
+    meta = model.mteb_model_meta
+    assert meta.framework == ["JAX"] and meta.embed_dim == 384 and meta.max_tokens == 256
+    assert meta.similarity_fn_name.value == "cosine" and meta.loader is MTEBEncoder
+    assert meta.n_parameters == 22_565_376  # all-MiniLM-L6-v2 without the unused BERT pooler
+
+
+def test_a_known_model_keeps_its_registry_entry():
+    meta = mteb.get_model_meta("thenlper/gte-small")
+    assert meta.name == "thenlper/gte-small"  # what MTEBEncoder("thenlper/gte-small") starts from, offline
+
+
+def _loader(texts: list[str], batch: int = 4):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(Dataset.from_dict({"text": texts}), batch_size=batch)
+
+
+def test_prompt_types_map_onto_encode_query_and_encode_document(minilm_dir, tmp_path):
+    path = str(tmp_path / "model")
+    os.makedirs(path)
+    for name in os.listdir(minilm_dir):
+        os.symlink(os.path.join(minilm_dir, name), os.path.join(path, name))
+    os.remove(os.path.join(path, "config_sentence_transformers.json"))
+    with open(os.path.join(path, "config_sentence_transformers.json"), "w") as f:
+        json.dump({"prompts": {"query": "query: ", "document": "passage: ", "LocalSTSBenchmark": "sts: "}}, f)
+    model = MTEBEncoder(path, max_length=32)
+    enc = model.encoder
+    texts = ["A man is playing a guitar.", "A cat sleeps.", "Rain is expected.", "JAX compiles.", "Bread."]
+    meta = LocalSTSBenchmark.metadata
+    retrieval = mteb.get_task("SciFact").metadata  # a retrieval task with no prompt of its own here
+    kw = {"hf_split": "test", "hf_subset": "default", "batch_size": 2, "show_progress_bar": False}
+    query = model.encode(_loader(texts), task_metadata=retrieval, prompt_type=PromptType.query, **kw)
+    document = model.encode(_loader(texts), task_metadata=retrieval, prompt_type=PromptType.document, **kw)
+    np.testing.assert_allclose(query, enc.encode_query(texts), atol=1e-6)
+    np.testing.assert_allclose(document, enc.encode_document(texts), atol=1e-6)
+    # a prompt named after the task wins, as in mteb's sentence-transformers wrapper
+    sts = model.encode(_loader(texts), task_metadata=meta, **kw)
+    np.testing.assert_allclose(sts, enc.encode(texts, prompt="sts: "), atol=1e-6)
+    binary = model.encode(_loader(texts), task_metadata=retrieval, **{**kw, "precision": "binary"})
+    assert binary.dtype == np.int8 and binary.shape == (5, 48)
+
+
+def test_loading_options_and_device(minilm, minilm_dir):
+    with pytest.raises(ValueError, match="mesh="):
+        MTEBEncoder(minilm_dir, device="cuda")
+    with pytest.raises(ValueError, match="not to a loaded GTEEncoder"):
+        MTEBEncoder(minilm, max_length=64)
+    truncated = MTEBEncoder(minilm_dir, embed_dim=128, max_length=32)  # mteb's name for truncate_dim
+    assert isinstance(truncated.encoder, GTEEncoder) and truncated.encoder.dim == 128
+    assert truncated.mteb_model_meta.embed_dim == 128
