@@ -72,7 +72,8 @@ def train_st(args: argparse.Namespace) -> None:
 
     s1, s2, scores = (column[: args.limit] for column in read_sts("train"))
     steps = math.ceil(len(s1) / args.batch_size) * args.epochs
-    model = SentenceTransformer(args.model, device="cpu")
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0} if args.paired else None
+    model = SentenceTransformer(args.model, device="cpu", config_kwargs=no_dropout)
     training_args = SentenceTransformerTrainingArguments(
         output_dir=os.path.join(args.work, "st-trainer"),
         num_train_epochs=args.epochs,
@@ -87,15 +88,34 @@ def train_st(args: argparse.Namespace) -> None:
         use_cpu=True,
     )
     dataset = Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": scores})
-    trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=CoSENTLoss(model))
+    trainer_class = (
+        _same_order_trainer(SentenceTransformerTrainer, args.seed) if args.paired else SentenceTransformerTrainer
+    )
+    trainer = trainer_class(model=model, args=training_args, train_dataset=dataset, loss=CoSENTLoss(model))
     began = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - began
-    model.save(os.path.join(args.work, f"st-model-{args.seed}"))
+    model.save(os.path.join(args.work, f"st-model-{_tag(args.seed, args.paired)}"))
     limit = model.max_seq_length
     tokens = sum(len(model.tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in s1 + s2)
-    with open(os.path.join(args.work, f"st-{args.seed}.json"), "w") as f:
+    with open(os.path.join(args.work, f"st-{_tag(args.seed, args.paired)}.json"), "w") as f:
         json.dump({"seed": args.seed, "seconds": seconds, "steps": result.global_step, "tokens": tokens}, f)
+
+
+def _tag(seed: int, paired: bool) -> str:
+    return f"{seed}-paired" if paired else str(seed)
+
+
+def _same_order_trainer(base: type, seed: int) -> type:
+    """The trainer, fed gte-jax's batches of epoch 0 in gte-jax's order (``gte_jax.train.data``), one epoch."""
+    from gte_jax.train.data import epoch_batches, epoch_order
+
+    class SameOrder(base):
+        def get_batch_sampler(self, dataset, batch_size, drop_last, *args, **kwargs):
+            order = epoch_order(len(dataset), seed, 0)
+            return [order[a:b].tolist() for a, b in epoch_batches(len(dataset), batch_size)]
+
+    return SameOrder
 
 
 def main() -> None:
@@ -109,7 +129,13 @@ def main() -> None:
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the sentence-transformers side's
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and side")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="one run per seed and side")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="also one run per side with dropout off and the same batches in the same order (gte-jax's, seed 0): "
+        "the two should then end at the same weights up to float rounding",
+    )
     parser.add_argument("--limit", type=int, default=None, help="train on the first N pairs only (a quick check)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--side", choices=("st",), help=argparse.SUPPRESS)
@@ -132,6 +158,7 @@ def main() -> None:
     for seed in args.seeds:
         rows["gte-jax"].append(run_gte_jax(args, seed, train_file))
         rows["sentence-transformers"].append(run_st(args, seed))
+    paired = [run_gte_jax(args, 0, train_file, paired=True), run_st(args, 0, paired=True)] if args.paired else []
     load_after = os.getloadavg()[0]
 
     n = len(read_sts("train")[0][: args.limit])
@@ -147,19 +174,29 @@ def main() -> None:
         f"decay {args.weight_decay:g}, clip 1.0, dropout on; seeds {', '.join(map(str, args.seeds))} (data order and "
         "dropout: the sides draw them differently, so a seed is a sample on each side, not a shared run)",
         "- score: STS-B test Spearman (1,379 pairs) of each saved model, both via `SentenceTransformer(DIR).encode`",
-        f"- command: `python bench/finetune_sts.py --seeds {' '.join(map(str, args.seeds))}` (gte-jax side: "
+        f"- command: `python bench/finetune_sts.py --seeds {' '.join(map(str, args.seeds))}"
+        f"{' --paired' if args.paired else ''}` (gte-jax side: "
         "`gte-jax train --loss cosent ...`; sentence-transformers side: `SentenceTransformerTrainer` + `CoSENTLoss`)",
         "",
         "| side | seed | STS-B test Spearman | steps | train s | steps/s | tokens/s | process wall s | process CPU s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| all-MiniLM-L6-v2 before | | {before:.4f} | | | | | | |",
     ]
-    for side, runs in rows.items():
+    for side, runs in [*rows.items(), ("gte-jax", paired[:1]), ("sentence-transformers", paired[1:])]:
         for r in runs:
             lines.append(
                 f"| {side} | {r['seed']} | {r['spearman']:.4f} | {r['steps']} | {r['seconds']:.1f} | "
                 f"{r['steps'] / r['seconds']:.2f} | {r['tokens_s']:,.0f} | {r['wall']:.1f} | {r['cpu']:.0f} |"
             )
+    if paired:
+        lines += [
+            "",
+            f"Paired (seed `0-paired`: dropout off, the same batches in the same order on both sides): Spearman "
+            f"{paired[0]['spearman']:.4f} (gte-jax) and {paired[1]['spearman']:.4f} (sentence-transformers), "
+            f"difference {paired[0]['spearman'] - paired[1]['spearman']:+.4f}.",
+        ]
+    if not args.seeds:
+        rows = {"gte-jax": paired[:1], "sentence-transformers": paired[1:]}
     mean = {side: sum(r["spearman"] for r in runs) / len(runs) for side, runs in rows.items()}
     rate = {side: sum(r["steps"] for r in runs) / sum(r["seconds"] for r in runs) for side, runs in rows.items()}
     cpu = {side: sum(r["cpu"] for r in runs) for side, runs in rows.items()}
@@ -187,10 +224,11 @@ def _recipe(args: argparse.Namespace, seed: int) -> list[str]:
     ]
 
 
-def run_gte_jax(args: argparse.Namespace, seed: int, train_file: str) -> dict:
-    out = os.path.join(args.work, f"gte-jax-model-{seed}")
+def run_gte_jax(args: argparse.Namespace, seed: int, train_file: str, paired: bool = False) -> dict:
+    out = os.path.join(args.work, f"gte-jax-model-{_tag(seed, paired)}")
     cmd = ["gte-jax", "train", "--model", args.model, "--data", train_file, "--loss", "cosent", "--output", out]
     cmd += [*_recipe(args, seed), "--quiet", "--save-steps", "100000", "--checkpoint-dir", out + "-checkpoints"]
+    cmd += ["--no-dropout"] if paired else []
     began, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall, cpu = time.perf_counter() - began, _children_cpu() - cpu
@@ -198,25 +236,26 @@ def run_gte_jax(args: argparse.Namespace, seed: int, train_file: str) -> dict:
         sys.exit(f"gte-jax train failed:\n{proc.stderr[-3000:]}")
     summary = re.search(r"trained (\d+) steps in ([\d.]+) s \(([\d.]+) steps/s, ([\d,]+) tokens/s\)", proc.stderr)
     assert summary, proc.stderr[-2000:]
-    run = {"seed": seed, "steps": int(summary[1]), "seconds": float(summary[2]), "wall": wall, "cpu": cpu}
+    run = {"seed": _tag(seed, paired), "steps": int(summary[1]), "seconds": float(summary[2]), "wall": wall, "cpu": cpu}
     run["tokens_s"] = float(summary[4].replace(",", ""))
     run["spearman"] = spearman_st(out)
     print(f"gte-jax seed {seed}: {run['steps']} steps in {run['seconds']:.1f} s, Spearman {run['spearman']:.4f}")
     return run
 
 
-def run_st(args: argparse.Namespace, seed: int) -> dict:
+def run_st(args: argparse.Namespace, seed: int, paired: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--side", "st", "--work", args.work, "--model", args.model, *_recipe(args, seed)]
     cmd += ["--limit", str(args.limit)] if args.limit else []
+    cmd += ["--paired"] if paired else []
     began, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall, cpu = time.perf_counter() - began, _children_cpu() - cpu
     if proc.returncode:
         sys.exit(f"the sentence-transformers side failed:\n{proc.stderr[-3000:]}")
-    with open(os.path.join(args.work, f"st-{seed}.json")) as f:
-        run = {**json.load(f), "wall": wall, "cpu": cpu}
+    with open(os.path.join(args.work, f"st-{_tag(seed, paired)}.json")) as f:
+        run = {**json.load(f), "seed": _tag(seed, paired), "wall": wall, "cpu": cpu}
     run["tokens_s"] = run["tokens"] * args.epochs / run["seconds"]
-    run["spearman"] = spearman_st(os.path.join(args.work, f"st-model-{seed}"))
+    run["spearman"] = spearman_st(os.path.join(args.work, f"st-model-{_tag(seed, paired)}"))
     print(f"sentence-transformers seed {seed}: {run['steps']} steps in {run['seconds']:.1f} s, ", end="")
     print(f"Spearman {run['spearman']:.4f}", flush=True)
     return run
