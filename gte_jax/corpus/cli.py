@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from gte_jax.argtypes import positive_int
+
 # Only argparse at import time: `gte-jax --help` builds every subcommand's parser.
 
 EPILOG = """\
@@ -22,17 +24,6 @@ examples:
   # every host of a TPU pod runs the same command:
   gte-jax embed /mnt/corpus.parquet --model thenlper/gte-base --dtype bfloat16 --output /mnt/emb --distributed
 """
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number above zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -11,6 +11,8 @@ import os
 import socket
 import sys
 
+from gte_jax.argtypes import positive_int
+
 # Only light standard modules at import time: `gte-jax --help` builds every subcommand's parser.
 
 EPILOG = """\
@@ -32,18 +34,8 @@ API_KEY_ENV = "GTE_JAX_API_KEY"
 DEFAULT_MERGE_TOKENS = 16384  # TEI's default --max-batch-tokens
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535, got {value}")
     return value
@@ -64,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default: 8080)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
-    p.add_argument("--max-length", type=_positive_int, default=None, help="truncate inputs to this many tokens")
+    p.add_argument("--max-length", type=positive_int, default=None, help="truncate inputs to this many tokens")
     p.add_argument(
         "--api-key",
         default=None,
@@ -75,32 +67,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b = p.add_argument_group("batching and limits")
     b.add_argument(
         "--max-batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"most padded tokens one engine call runs (default: {DEFAULT_MERGE_TOKENS}, or one device step if "
         "larger); device steps never exceed it",
     )
     b.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="most texts per device step (default: the backend's, 32 on CPU and 256 on GPU/TPU)",
     )
     b.add_argument(
         "--max-client-batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=2048,
         help="most inputs in one request, else 413 (default: 2048, OpenAI's limit)",
     )
     b.add_argument(
         "--max-concurrent-requests",
-        type=_positive_int,
+        type=positive_int,
         default=512,
         help="most requests in flight at once, else 429 (default: 512)",
     )
     b.add_argument(
         "--payload-limit",
-        type=_positive_int,
+        type=positive_int,
         default=2_000_000,
         help="largest request body in bytes, else 413 (default: 2000000)",
     )

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from gte_jax.argtypes import positive_int
+
 # Only argparse at import time: `gte-jax --help` builds every subcommand's parser.
 
 EPILOG = """\
@@ -44,16 +46,6 @@ _RUN_SETTINGS = (
     "scale",
     "no_dropout",
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -97,9 +89,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "gte: InfoNCE over GTE's four directions",
     )
     p.add_argument("--output", "-o", required=True, help="folder for the trained sentence-transformers model")
-    p.add_argument("--epochs", type=_positive_int, default=1, help="passes over the data (default: 1)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="passes over the data (default: 1)")
     p.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="examples per step, across all devices (default: 32)"
+        "--batch-size", type=positive_int, default=32, help="examples per step, across all devices (default: 32)"
     )
     p.add_argument("--lr", type=_non_negative, default=2e-5, help="peak learning rate (default: 2e-5)")
     p.add_argument(
@@ -109,12 +101,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--max-grad-norm", type=_non_negative, default=1.0, help="clip gradients to this norm; 0: off (default: 1)"
     )
-    p.add_argument("--max-length", type=_positive_int, default=None, help="truncate texts (default: the model's)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="truncate texts (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="data order and dropout (default: 0)")
     p.add_argument("--scale", type=_non_negative, default=20.0, help="the loss's inverse temperature (default: 20)")
     p.add_argument(
         "--mini-batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="GradCache: embed and backpropagate this many examples at a time, so the contrastive batch can "
         "exceed device memory with the same loss and gradients",
@@ -124,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype (bf16: mixed)")
     p.add_argument("--eval", default=None, help="file to score after each epoch (STS Spearman, or top-1 accuracy)")
     p.add_argument("--checkpoint-dir", default=None, help="train-state checkpoints (default: OUTPUT/checkpoints)")
-    p.add_argument("--save-steps", type=_positive_int, default=500, help="checkpoint every N steps (default: 500)")
+    p.add_argument("--save-steps", type=positive_int, default=500, help="checkpoint every N steps (default: 500)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint, if any")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (results still print)")
     p.set_defaults(func=main)
