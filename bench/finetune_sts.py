@@ -5,6 +5,8 @@ with 10% linear warm-up then linear decay, weight decay 0.01 (not on biases and 
 BERT's dropout on, max_seq_length 256, seeds 0, 1, 2. Each side trains in its own process, one after the other; both
 results are scored the same way (sentence-transformers' encode, cosine, Spearman against the STS-B test scores).
 
+Needs `pip install "sentence-transformers[train]"` (datasets, accelerate) for the sentence-transformers side.
+
     python bench/finetune_sts.py                 # seeds 0 1 2 on each side; prints the markdown section
     python bench/finetune_sts.py --write         # also appends it to bench/RESULTS.md
 """
