@@ -62,6 +62,7 @@ def test_shared_encoders_are_released(minilm_dir):
     assert GTEEncoder.release(minilm_dir) == 0
 
 
+@pytest.mark.slow
 def test_warmup_of_a_sample_compiles_only_its_buckets(minilm_dir):
     enc = GTEEncoder.from_pretrained(minilm_dir, max_length=128)
     sample = ["a short query", "a somewhat longer passage about retrieval " * 4]

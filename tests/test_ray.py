@@ -23,7 +23,10 @@ from compiles import CompileCounter  # noqa: E402
 DIM = 384
 
 # Ray 2.60 deprecates map_batches' **ray_remote_args (max_restarts, max_task_retries); its defaults restart anyway.
-pytestmark = pytest.mark.filterwarnings("ignore:`ray_remote_args` is deprecated:DeprecationWarning")
+pytestmark = [
+    pytest.mark.slow,  # a local Ray cluster: tens of seconds to start
+    pytest.mark.filterwarnings("ignore:`ray_remote_args` is deprecated:DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from langchain_openai import OpenAIEmbeddings
 from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 from serve_server import ServeProcess
 
+pytestmark = pytest.mark.slow  # real server processes: each starts in seconds
+
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 NAME = "minilm"

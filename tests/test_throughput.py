@@ -32,6 +32,7 @@ def test_second_pass_compiles_nothing(tiny_dir):
     assert second.count == 0
 
 
+@pytest.mark.slow
 def test_warmup_compiles_every_shape_up_front(minilm_dir):
     enc = GTEEncoder.from_pretrained(minilm_dir, max_length=64, batch_size=8)
     with CompileCounter() as warm:

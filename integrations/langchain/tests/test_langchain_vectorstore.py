@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from langchain_gte_jax import GTEEmbeddings
 
 
+@pytest.mark.slow
 def test_in_memory_store_retrieves_paraphrases_as_well_as_sentence_transformers(
     minilm_dir, sts_paraphrases, reference_top1_hits
 ):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import TextNode
 
 from llama_index.embeddings.gte_jax import GTEEmbedding
 
 
+@pytest.mark.slow
 def test_vector_store_index_retrieves_paraphrases_as_well_as_sentence_transformers(
     minilm_dir, sts_paraphrases, reference_top1_hits
 ):
