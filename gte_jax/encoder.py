@@ -575,7 +575,7 @@ class GTEEncoder:
         with _progress(len(texts), show_progress) as bar:
             for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
                 self.runner.run(step, self.tokenize(texts[start:stop]), out[start:stop], batch_size, bar)
-        return _truncate(out, truncate_dim, normalize)
+        return sim.truncate_rows(out, truncate_dim, normalize)
 
     def _pooled(
         self,
@@ -590,7 +590,7 @@ class GTEEncoder:
         if token_ids or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
             with _progress(len(token_ids), show_progress) as bar:
                 self.runner.run(self._step(normalize and truncate_dim is None), token_ids, out, batch_size, bar)
-        return _truncate(out, truncate_dim, normalize)
+        return sim.truncate_rows(out, truncate_dim, normalize)
 
     def _token_embeddings(self, texts: list[str], batch_size: int, show_progress: bool) -> list[np.ndarray]:
         rows = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
@@ -611,15 +611,6 @@ class GTEEncoder:
         from gte_jax import export
 
         return export.save_encoder(self, path)
-
-
-def _truncate(vectors: np.ndarray, truncate_dim: int | None, normalize: bool) -> np.ndarray:
-    """The first ``truncate_dim`` dimensions, L2-normalised again when ``normalize`` (as sentence-transformers
-    normalises after truncating); ``vectors`` as they are when ``truncate_dim`` is None."""
-    if truncate_dim is None:
-        return vectors
-    cut = np.ascontiguousarray(vectors[:, :truncate_dim])
-    return sim.normalize_rows(cut) if normalize else cut
 
 
 @contextlib.contextmanager

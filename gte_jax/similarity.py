@@ -34,6 +34,15 @@ def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(eps))
 
 
+def truncate_rows(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
+    """The first ``dim`` dimensions of each row (Matryoshka), L2-normalised again when ``normalize`` (as
+    sentence-transformers normalises after truncating); ``vectors`` as they are when nothing is cut."""
+    if dim is None or dim == vectors.shape[-1]:
+        return vectors
+    cut = np.ascontiguousarray(vectors[..., :dim])
+    return normalize_rows(cut) if normalize else cut
+
+
 def similarity(a: Any, b: Any, fn: str = "cosine") -> np.ndarray:
     """Scores of every row of ``a`` against every row of ``b``.
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from gte_jax.similarity import truncate_rows
+
 # JSON's names for Python's types, for messages that speak the client's language.
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
@@ -269,18 +271,9 @@ def parse_tokenize(body: dict[str, Any], limits: Limits) -> TokenizeRequest:
     return TokenizeRequest(inputs.texts, _bool(body, "add_special_tokens", True), _prompt_name(body))
 
 
-def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit length, as :func:`gte_jax.pooling.l2_normalize` does on the device."""
-    norms = np.sqrt(np.sum(vectors * vectors, axis=-1, keepdims=True))
-    return vectors / np.maximum(norms, eps)
-
-
 def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
     """The first ``dimensions`` of each vector (Matryoshka style), re-normalised if asked."""
-    if dimensions is None or dimensions == vectors.shape[1]:
-        return vectors
-    vectors = np.ascontiguousarray(vectors[:, :dimensions])
-    return l2_normalize(vectors) if normalize else vectors
+    return truncate_rows(vectors, dimensions, normalize)
 
 
 def openai_body(vectors: np.ndarray, *, model: str, encoding_format: str, prompt_tokens: int) -> bytes:
