@@ -28,6 +28,7 @@ from gte_jax import batching, runners, sharding
 from gte_jax import similarity as sim
 from gte_jax.config import GTEConfig
 from gte_jax.hub import DEFAULT_MODEL
+from gte_jax.int8 import is_quantized
 from gte_jax.loading import load
 from gte_jax.modeling import BertModel
 from gte_jax.pooling import l2_normalize, pool, pooling_modes
@@ -205,7 +206,9 @@ class GTEEncoder:
         self.batch_size: int = _check_positive("batch_size", batch_size) or default_rows
         self.max_batch_tokens: int = _check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
         self.name = name
-        self.dtype = model.embeddings.word_embeddings.embedding.get_value().dtype
+        self.dtype: str = (
+            "int8" if is_quantized(model) else str(model.embeddings.word_embeddings.embedding.get_value().dtype)
+        )
         self.runner: runners.Runner = runners.for_mesh(
             self.mesh, batching.length_buckets(self.max_length), self.max_batch_tokens, tokenizer.pad_token_id
         )
@@ -248,7 +251,11 @@ class GTEEncoder:
         Args:
             name_or_path: a Hub id (``thenlper/gte-small``) or a directory in Hugging
                 Face layout or written by ``gte-jax convert``.
-            dtype: ``"float32"`` (matches PyTorch) or ``"bfloat16"`` (matmuls in bf16).
+            dtype: ``"float32"`` (matches PyTorch), ``"bfloat16"`` (bf16 weights and matmul
+                operands, float32 accumulation; min cosine to float32 about 0.99999) or ``"int8"``
+                (dense layers dynamically quantised, :mod:`gte_jax.int8`; about 0.99). On CPU both
+                are faster than float32 where the CPU has the instructions (AVX512-BF16 or AMX for
+                bfloat16, AVX512-VNNI, AVX-VNNI or AMX for int8), and a warning says when it lacks them.
             max_length: truncation length in tokens; defaults to the checkpoint's
                 ``sentence_bert_config.json`` ``max_seq_length``, else its position limit (512).
             mesh: devices to run on; a 1-D ``data`` mesh over all devices by default. A mesh

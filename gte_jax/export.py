@@ -26,6 +26,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from gte_jax.config import GTEConfig
 from gte_jax.hub import ModelNotFoundError, read_json, resolve_model_dir
+from gte_jax.int8 import is_quantized
 from gte_jax.modeling import BertModel
 from gte_jax.params import find_weights, map_key, read_tensors
 from gte_jax.pooling import pooling_modes
@@ -154,11 +155,17 @@ def save_pretrained(
         ``path``.
 
     Raises:
-        ValueError: neither ``source_dir`` nor ``tokenizer`` gives tokenizer files, or an unknown pooling mode.
+        ValueError: neither ``source_dir`` nor ``tokenizer`` gives tokenizer files, an unknown pooling mode,
+            or an int8 model (:mod:`gte_jax.int8`; save its float32 original).
     """
     from safetensors.numpy import save_file
 
     if isinstance(model, BertModel):
+        if is_quantized(model):
+            raise ValueError(
+                "save_pretrained writes float weights, and this model's dense layers are int8 (dtype='int8'): "
+                "save the model loaded with dtype='float32' instead (int8 is applied again at load)."
+            )
         config = config or model.config
     if config is None:
         raise ValueError("save_pretrained needs config= when given a parameter state instead of a BertModel.")

@@ -12,13 +12,16 @@ from jax.sharding import Mesh
 from gte_jax import sharding
 from gte_jax.attention import default_impl
 from gte_jax.config import GTEConfig
+from gte_jax.cpu_features import warn_if_slow
+from gte_jax.dtypes import DTYPES
 from gte_jax.hub import resolve_model_dir
-from gte_jax.modeling import BertModel
+from gte_jax.int8 import quantize_linear
+from gte_jax.modeling import BertModel, default_act_dtype
 from gte_jax.params import check_vocab, find_weights, load_model
 from gte_jax.sentence_config import SentenceConfig, read_sentence_config
 from gte_jax.tokenization import Tokenizer
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "int8": jnp.float32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +59,7 @@ def load(
         ValueError: a bad ``dtype`` or ``max_length``.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}.")
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {DTYPES}.")
     model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
     config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
     sentence = read_sentence_config(model_dir)  # before the weights: an unsupported module fails fast
@@ -68,11 +71,17 @@ def load(
     weights = find_weights(model_dir)
     tokenizer = Tokenizer.from_dir(model_dir, max_length, default_pad_id=config.pad_token_id)
     check_vocab(tokenizer.vocab_size, config, model_dir)  # before the weights: an id past the table gives NaN
+    platform = mesh.devices.flat[0].platform
+    if platform == "cpu":
+        warn_if_slow(dtype)
     model = load_model(
         weights,
         config,
-        dtype=DTYPES[dtype],
-        attention_impl=attention_impl or default_impl(),
+        dtype=_PARAM_DTYPES[dtype],
+        act_dtype=default_act_dtype(_PARAM_DTYPES[dtype], platform),
+        attention_impl=attention_impl or default_impl(platform),
         sharding=functools.partial(sharding.param_sharding, mesh),
     )
+    if dtype == "int8":
+        quantize_linear(model)
     return Loaded(model, tokenizer, sentence, model_dir)

@@ -15,6 +15,8 @@ or a key), so the model holds no random state and its state is its parameters.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -36,19 +38,48 @@ def _precision(dtype: DTypeLike) -> jax.lax.Precision | None:
     return _HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
 
+def default_act_dtype(dtype: DTypeLike, platform: str) -> jnp.dtype:
+    """The hidden states' dtype for weights in ``dtype`` on ``platform`` (``"cpu"``, ``"gpu"``, ``"tpu"``).
+
+    float32 on CPU whatever the weights: XLA:CPU runs attention and the elementwise work fastest
+    in float32, and its fast bf16 dots take bf16 operands with float32 results anyway
+    (``bench/README.md``, "Low precision on CPU"). The weights' dtype elsewhere.
+    """
+    return jnp.dtype(jnp.float32 if platform == "cpu" else dtype)
+
+
 class Einsum(nnx.Module):
-    """A dense layer over named axes: ``y = einsum(eqn, x, kernel) + bias``."""
+    """A dense layer over named axes: ``y = einsum(eqn, x, kernel) + bias``.
+
+    A float32 kernel multiplies in float32 (``HIGHEST``). A low-precision kernel (bfloat16)
+    multiplies low-precision operands with float32 accumulation (``preferred_element_type``),
+    adds the bias in float32 and returns ``out_dtype``: the form that reaches the CPU's bf16
+    dot instructions through XLA:CPU (a bf16 -> bf16 dot is run as a float32 dot between
+    conversions) as well as the GPU's and TPU's matrix units.
+    """
 
     def __init__(
-        self, eqn: str, kernel_shape: tuple[int, ...], bias_shape: tuple[int, ...], *, dtype: DTypeLike, rngs: nnx.Rngs
+        self,
+        eqn: str,
+        kernel_shape: tuple[int, ...],
+        bias_shape: tuple[int, ...],
+        *,
+        dtype: DTypeLike,
+        out_dtype: DTypeLike | None = None,
+        rngs: nnx.Rngs,
     ):
         self.eqn = eqn
         self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), kernel_shape, dtype))
         self.bias = nnx.Param(jnp.zeros(bias_shape, dtype))
         self.precision = _precision(dtype)
+        self.out_dtype = jnp.dtype(out_dtype or dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum(self.eqn, x, self.kernel[...], precision=self.precision) + self.bias[...]
+        kernel = self.kernel[...]
+        if kernel.dtype == jnp.float32:
+            return jnp.einsum(self.eqn, x, kernel, precision=self.precision) + self.bias[...]
+        y = jnp.einsum(self.eqn, x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
+        return (y + self.bias[...].astype(jnp.float32)).astype(self.out_dtype)
 
 
 class LayerNorm(nnx.LayerNorm):
@@ -65,19 +96,19 @@ class LayerNorm(nnx.LayerNorm):
 class Embeddings(nnx.Module):
     """Word + position + token-type embeddings, then LayerNorm."""
 
-    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, act_dtype: DTypeLike, rngs: nnx.Rngs):
         D = cfg.hidden_size
         init = nnx.initializers.normal(0.02)
         self.word_embeddings = nnx.Embed(
-            cfg.vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+            cfg.vocab_size, D, dtype=act_dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
         )
         self.position_embeddings = nnx.Embed(
-            cfg.max_position_embeddings, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+            cfg.max_position_embeddings, D, dtype=act_dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
         )
         self.token_type_embeddings = nnx.Embed(
-            cfg.type_vocab_size, D, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+            cfg.type_vocab_size, D, dtype=act_dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
         )
-        self.LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=act_dtype, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
 
     def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, key: jax.Array | None = None) -> jax.Array:
@@ -93,15 +124,16 @@ class Embeddings(nnx.Module):
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with the output projection (HF ``attention.self`` + ``attention.output.dense``)."""
 
-    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, attention_impl: str, rngs: nnx.Rngs):
+    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, act_dtype: DTypeLike, attention_impl: str, rngs: nnx.Rngs):
         D, N, H = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
-        self.query = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
-        self.key = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
-        self.value = Einsum("BTD,DNH->BTNH", (D, N, H), (N, H), dtype=dtype, rngs=rngs)
-        self.output = Einsum("BTNH,NHD->BTD", (N, H, D), (D,), dtype=dtype, rngs=rngs)
+        dense = functools.partial(Einsum, dtype=dtype, out_dtype=act_dtype, rngs=rngs)
+        self.query = dense("BTD,DNH->BTNH", (D, N, H), (N, H))
+        self.key = dense("BTD,DNH->BTNH", (D, N, H), (N, H))
+        self.value = dense("BTD,DNH->BTNH", (D, N, H), (N, H))
+        self.output = dense("BTNH,NHD->BTD", (N, H, D), (D,))
         self.output_dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
         self.attention_impl = attention_impl
-        self.precision = _precision(dtype)
+        self.precision = _precision(act_dtype)
         self.probs_dropout_rate = cfg.attention_probs_dropout_prob
         self.deterministic = True  # set by model.train() / model.eval()
 
@@ -124,13 +156,13 @@ class SelfAttention(nnx.Module):
 class Layer(nnx.Module):
     """One post-LN transformer block, as in BERT."""
 
-    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, attention_impl: str, rngs: nnx.Rngs):
+    def __init__(self, cfg: GTEConfig, *, dtype: DTypeLike, act_dtype: DTypeLike, attention_impl: str, rngs: nnx.Rngs):
         D, F = cfg.hidden_size, cfg.intermediate_size
-        self.attention = SelfAttention(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
-        self.attention_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
-        self.intermediate = Einsum("BTD,DF->BTF", (D, F), (F,), dtype=dtype, rngs=rngs)
-        self.output = Einsum("BTF,FD->BTD", (F, D), (D,), dtype=dtype, rngs=rngs)
-        self.output_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.attention = SelfAttention(cfg, dtype=dtype, act_dtype=act_dtype, attention_impl=attention_impl, rngs=rngs)
+        self.attention_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=act_dtype, rngs=rngs)
+        self.intermediate = Einsum("BTD,DF->BTF", (D, F), (F,), dtype=dtype, out_dtype=act_dtype, rngs=rngs)
+        self.output = Einsum("BTF,FD->BTD", (F, D), (D,), dtype=dtype, out_dtype=act_dtype, rngs=rngs)
+        self.output_LayerNorm = LayerNorm(D, cfg.layer_norm_eps, dtype=act_dtype, rngs=rngs)
         self.output_dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
 
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
@@ -145,8 +177,11 @@ class BertModel(nnx.Module):
 
     Args:
         cfg: shapes and LayerNorm epsilon.
-        dtype: parameter and matmul dtype (``float32`` or ``bfloat16``); LayerNorm,
-            softmax and pooling always run in float32.
+        dtype: parameter and matmul-operand dtype (``float32`` or ``bfloat16``; matmuls
+            accumulate in float32 either way). LayerNorm, softmax and pooling always run in float32.
+        act_dtype: the hidden states between matmuls (``dtype`` when None). float32 with
+            bfloat16 weights is the fast form on CPU (XLA:CPU runs attention and elementwise
+            work fastest in float32); bfloat16 halves activation traffic on GPU and TPU.
         attention_impl: a name from :data:`gte_jax.attention.ATTENTION_IMPLS`.
         rngs: initialiser keys; the weights are random until loaded from a checkpoint.
 
@@ -155,12 +190,22 @@ class BertModel(nnx.Module):
     """
 
     def __init__(
-        self, cfg: GTEConfig, *, dtype: DTypeLike = jnp.float32, attention_impl: str = "einsum", rngs: nnx.Rngs
+        self,
+        cfg: GTEConfig,
+        *,
+        dtype: DTypeLike = jnp.float32,
+        act_dtype: DTypeLike | None = None,
+        attention_impl: str = "einsum",
+        rngs: nnx.Rngs,
     ):
         self.config = cfg
-        self.embeddings = Embeddings(cfg, dtype=dtype, rngs=rngs)
+        act_dtype = dtype if act_dtype is None else act_dtype
+        self.embeddings = Embeddings(cfg, dtype=dtype, act_dtype=act_dtype, rngs=rngs)
         self.layer = nnx.List(
-            [Layer(cfg, dtype=dtype, attention_impl=attention_impl, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+            [
+                Layer(cfg, dtype=dtype, act_dtype=act_dtype, attention_impl=attention_impl, rngs=rngs)
+                for _ in range(cfg.num_hidden_layers)
+            ]
         )
         self.deterministic = True  # set by model.train() / model.eval()
 

@@ -200,9 +200,13 @@ def read_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
         yield from _read_torch(path)
 
 
-def abstract_model(cfg: GTEConfig, dtype: DTypeLike = jnp.float32, attention_impl: str = "einsum") -> BertModel:
+def abstract_model(
+    cfg: GTEConfig, dtype: DTypeLike = jnp.float32, attention_impl: str = "einsum", act_dtype: DTypeLike | None = None
+) -> BertModel:
     """The model's structure with shapes and dtypes but no memory (``nnx.eval_shape``)."""
-    return nnx.eval_shape(lambda: BertModel(cfg, dtype=dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(
+        lambda: BertModel(cfg, dtype=dtype, act_dtype=act_dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0))
+    )
 
 
 def load_model(
@@ -210,6 +214,7 @@ def load_model(
     cfg: GTEConfig,
     *,
     dtype: DTypeLike = jnp.float32,
+    act_dtype: DTypeLike | None = None,
     attention_impl: str = "einsum",
     sharding: Callable[[str], jax.sharding.Sharding] | None = None,
 ) -> BertModel:
@@ -220,13 +225,14 @@ def load_model(
             paths for :data:`FLAX_WEIGHTS`.
         cfg: the model's shapes; each tensor is checked against them.
         dtype: parameter dtype; checkpoint floats are cast to it.
+        act_dtype: the hidden states' dtype (see :class:`BertModel`).
         attention_impl: see :mod:`gte_jax.attention`.
         sharding: maps an NNX path to the parameter's sharding (default device when None).
 
     Raises:
         CheckpointError: listing every missing, unexpected or mis-shaped tensor.
     """
-    graphdef, abstract = nnx.split(abstract_model(cfg, dtype, attention_impl))
+    graphdef, abstract = nnx.split(abstract_model(cfg, dtype, attention_impl, act_dtype))
     targets = {".".join(map(str, path)): var for path, var in nnx.to_flat_state(abstract)}
     native = os.path.basename(weights_path) == FLAX_WEIGHTS
     values: dict[str, jax.Array] = {}

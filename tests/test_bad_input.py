@@ -30,6 +30,14 @@ from gte_jax.config import ConfigError
 from checkpoints import TINY_VOCAB_1000, torch_bert, truncate, write_checkpoint
 
 
+def _trainer(model: Any) -> Any:
+    import optax
+
+    from gte_jax.train.step import Trainer, make_loss
+
+    return Trainer(model, make_loss("cosent"), optax.sgd(1e-3))
+
+
 @dataclasses.dataclass
 class Ctx:
     enc: GTEEncoder
@@ -178,6 +186,17 @@ CASES: dict[str, tuple] = {
         "accepts 2 to 512 tokens",
     ),
     "load: an unknown dtype": (lambda c: GTEEncoder.from_pretrained(c.model, dtype="float16"), ValueError, "dtype"),
+    "save_pretrained: an int8 encoder": (
+        lambda c: GTEEncoder.from_pretrained(c.model, dtype="int8").save_pretrained(os.path.join(c.folder, "out")),
+        ValueError,
+        "save the model loaded with dtype='float32'",
+    ),
+    "train: an int8 model": (
+        lambda c: _trainer(GTEEncoder.from_pretrained(c.model, dtype="int8").model),
+        ValueError,
+        "train the model loaded with dtype='float32'",
+    ),
+    "embed: an unknown --dtype": (lambda c: c.cli("embed", "x.txt", "--dtype", "float16"), 2, "invalid choice"),
     "load: a Dense module in modules.json": (
         lambda c: GTEEncoder.from_pretrained(_with_modules(c, DENSE)),
         ConfigError,

@@ -11,6 +11,8 @@ import json
 import sys
 
 from gte_jax.argtypes import positive_int
+from gte_jax.dtypes import DTYPES
+from gte_jax.dtypes import HELP as DTYPES_HELP
 
 # Only argparse at import time: `gte-jax --help` builds every subcommand's parser.
 
@@ -48,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="JSON key or Parquet column of the id (default: id, else the row number)",
     )
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help=DTYPES_HELP)
     p.add_argument("--max-length", type=positive_int, default=None, help="truncate texts to this many tokens")
     p.add_argument(
         "--batch-size",

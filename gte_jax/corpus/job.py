@@ -74,7 +74,7 @@ class EmbedJob:
     id_field: str | None = None
     """JSON key or Parquet column of the id; None: ``id`` if present, else the 0-based row number."""
     dtype: str = "float32"
-    """Compute dtype, ``float32`` or ``bfloat16``; embeddings are stored as float32 either way."""
+    """Compute dtype, ``float32``, ``bfloat16`` or ``int8``; embeddings are stored as float32 either way."""
     max_length: int | None = None
     """Truncation length in tokens; the model's default when None."""
     batch_size: int | None = None
@@ -685,7 +685,7 @@ class _JobRun:
     def _non_finite(self, piece: Piece, bad: np.ndarray) -> str:
         where = [self.source.where(piece.valid_rows[i]) for i in bad[:5]]
         more = f" and {bad.size - 5} more" if bad.size > 5 else ""
-        hint = "; bfloat16 may overflow: try --dtype float32" if self.job.dtype == "bfloat16" else ""
+        hint = f"; {self.job.dtype} may overflow: try --dtype float32" if self.job.dtype != "float32" else ""
         return (
             f"the model gave NaN or infinite embeddings for {', '.join(where)}{more}; nothing of shard "
             f"{piece.shard} was written. Check the model's weights for NaN/inf{hint}, then rerun to resume."

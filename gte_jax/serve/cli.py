@@ -12,6 +12,8 @@ import socket
 import sys
 
 from gte_jax.argtypes import positive_int
+from gte_jax.dtypes import DTYPES
+from gte_jax.dtypes import HELP as DTYPES_HELP
 
 # Only light standard modules at import time: `gte-jax --help` builds every subcommand's parser.
 
@@ -55,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--model", default=None, help="hub id or local model directory (default: thenlper/gte-small)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default: 8080)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help=DTYPES_HELP)
     p.add_argument("--max-length", type=positive_int, default=None, help="truncate inputs to this many tokens")
     p.add_argument(
         "--api-key",

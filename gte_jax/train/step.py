@@ -31,7 +31,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gte_jax import sharding
-from gte_jax.modeling import BertModel
+from gte_jax.int8 import is_quantized
+from gte_jax.modeling import BertModel, default_act_dtype
 from gte_jax.pooling import l2_normalize, pool
 from gte_jax.train import losses
 
@@ -154,6 +155,11 @@ class Trainer:
         mesh: Mesh | None = None,
         options: StepOptions = StepOptions(),  # noqa: B008  # frozen: a shared default is safe
     ):
+        if is_quantized(model):
+            raise ValueError(
+                "this model's dense layers are int8 (dtype='int8'), which have no gradients: train the model "
+                "loaded with dtype='float32' (StepOptions(compute_dtype='bfloat16') for bf16 matmuls)."
+            )
         self.mesh = mesh if mesh is not None else sharding.default_mesh()
         self.loss = loss
         self.tx = tx
@@ -164,7 +170,10 @@ class Trainer:
         if options.compute_dtype is not None:  # the same module built in the compute dtype: its graph, not its values
             impl = model.layer[0].attention.attention_impl
             dtype = jnp.dtype(options.compute_dtype)
-            graph = nnx.eval_shape(lambda: BertModel(model.config, dtype=dtype, attention_impl=impl, rngs=nnx.Rngs(0)))
+            act = default_act_dtype(dtype, self.mesh.devices.flat[0].platform)
+            graph = nnx.eval_shape(
+                lambda: BertModel(model.config, dtype=dtype, act_dtype=act, attention_impl=impl, rngs=nnx.Rngs(0))
+            )
             self._compute_dtypes = jax.tree.map(lambda a: a.dtype, nnx.state(graph))
         was_training = not graph.deterministic
         graph.eval()

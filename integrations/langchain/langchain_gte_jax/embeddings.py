@@ -40,7 +40,8 @@ class GTEEmbeddings(BaseModel, Embeddings):
     model_name: str = DEFAULT_MODEL
     """A Hugging Face Hub id (``thenlper/gte-base``) or a local model directory."""
     dtype: str = "float32"
-    """``"float32"`` (matches PyTorch) or ``"bfloat16"`` (bf16 matmuls: faster on GPU/TPU)."""
+    """``"float32"`` (matches PyTorch), ``"bfloat16"`` or ``"int8"`` (faster on CPUs with AVX512-BF16 /
+    VNNI or AMX; bfloat16 on GPU/TPU)."""
     max_length: int | None = None
     """Truncation length in tokens; ``None`` uses the checkpoint's own (512 for GTE)."""
     batch_size: int | None = Field(default=None, gt=0)

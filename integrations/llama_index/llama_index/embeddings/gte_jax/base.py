@@ -45,7 +45,11 @@ class GTEEmbedding(BaseEmbedding):
         description="Texts per call from LlamaIndex to the encoder; the encoder sizes its device steps itself.",
     )
     dtype: str = Field(
-        default="float32", description='"float32" (matches PyTorch) or "bfloat16" (bf16 matmuls: faster on GPU/TPU).'
+        default="float32",
+        description=(
+            '"float32" (matches PyTorch), "bfloat16" or "int8" (faster on CPUs with AVX512-BF16 / VNNI or AMX; '
+            "bfloat16 on GPU/TPU)."
+        ),
     )
     max_length: int | None = Field(
         default=None, description="Truncation length in tokens; None uses the checkpoint's own (512 for GTE)."
