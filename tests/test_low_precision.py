@@ -95,11 +95,12 @@ def test_int8_einsum_matches_the_float_layer(eqn, kernel_shape, bias_shape, x_sh
     assert np.all(np.abs(recon - w) <= np.asarray(q.scale.get_value()) / 2 + 1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
 def test_low_precision_compiles_one_program_per_shape(dtype, tiny_dir):
     programs = {}
     for d in ("float32", dtype):
-        enc = GTEEncoder.from_pretrained(tiny_dir, max_length=64, batch_size=8, dtype=d)
+        enc = GTEEncoder.from_pretrained(tiny_dir, max_length=32, batch_size=8, dtype=d)
         with CompileCounter() as warm:
             shapes = enc.warmup()
         with CompileCounter() as after:
