@@ -1,10 +1,13 @@
-"""What the benchmarks share: STS-B texts, 300-512-token documents, random-init GTE checkpoints, child runs."""
+"""What the benchmarks share: STS-B texts, 300-512-token documents, random-init GTE checkpoints, child runs,
+the machine's description, and a writer that replaces one section of ``RESULTS.md``."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -16,19 +19,39 @@ CACHE_DIR = os.environ.get("GTE_JAX_BENCH_CACHE", os.path.join(os.path.expanduse
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # (hidden, layers, heads, intermediate) of the GTE checkpoints.
 SHAPES = {"gte-small": (384, 12, 12, 1536), "gte-base": (768, 12, 12, 3072), "gte-large": (1024, 24, 16, 4096)}
+# /proc/cpuinfo flags that decide which low-precision kernels a CPU library can pick.
+FEATURES = (
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
 
 
-def sts_sentences(split: str = "test") -> list[str]:
-    """Both sentences of every STS-B pair (tab-separated, no quoting: fields 5 and 6)."""
+def sts_pairs(split: str = "test") -> tuple[list[str], list[str], list[float]]:
+    """STS-B sentence pairs and their gold scores (tab-separated, no quoting: fields 4, 5 and 6)."""
     path = os.path.join(STSB_DIR, f"sts-{split}.csv")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing; set GTE_JAX_STSB_DIR to the folder holding sts-{split}.csv.")
-    out = []
+    first, second, scores = [], [], []
     with open(path, encoding="utf-8") as f:
         for line in f:
             fields = line.rstrip("\n").split("\t")
-            out += [fields[5], fields[6]]
-    return out
+            scores.append(float(fields[4]))
+            first.append(fields[5])
+            second.append(fields[6])
+    return first, second, scores
+
+
+def sts_sentences(split: str = "test") -> list[str]:
+    """Both sentences of every STS-B pair, pair by pair."""
+    first, second, _ = sts_pairs(split)
+    return [s for pair in zip(first, second, strict=True) for s in pair]
 
 
 def token_counts(model_dir: str, texts: list[str], max_length: int = 512) -> list[int]:
@@ -112,3 +135,59 @@ def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cpu_features() -> list[str]:
+    """The :data:`FEATURES` this CPU reports (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in FEATURES if f in flags]
+
+
+def machine() -> str:
+    """The CPU model and how many cores this process may use."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores available"
+
+
+def _heading_level(line: str) -> int:
+    match = re.match(r"(#{1,6}) ", line)
+    return len(match.group(1)) if match else 0
+
+
+def replace_section(path: str, text: str) -> None:
+    """Writes ``text``, a markdown section, into ``path`` in place of the section with the same heading.
+
+    The section starts at the heading (``text``'s first line) and runs to the next heading of the same or a higher
+    level (outside code fences); the rest of the file is kept. Without such a heading, ``text`` goes at the end.
+    """
+    heading = text.split("\n", 1)[0]
+    level = _heading_level(heading)
+    if not level:
+        raise ValueError(f"A section starts with a markdown heading ('# ...'), not {heading!r}.")
+    lines = open(path, encoding="utf-8").read().split("\n") if os.path.exists(path) else []
+    fenced, start, end = False, None, len(lines)
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced:
+            continue
+        elif start is None and line == heading:
+            start = i
+        elif start is not None and 0 < _heading_level(line) <= level:
+            end = i
+            break
+    if start is None:
+        start = end = len(lines)
+    before = "\n".join(lines[:start]).strip("\n")
+    after = "\n".join(lines[end:]).strip("\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(part for part in (before, text.strip("\n"), after) if part) + "\n")

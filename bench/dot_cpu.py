@@ -12,6 +12,8 @@ for int8.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -19,17 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FEATURES = ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
-
-
-def cpu_features() -> list[str]:
-    """The low-precision features this CPU reports (Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [f for f in FEATURES if f in flags]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 
 def forms(a32: np.ndarray, b32: np.ndarray) -> dict[str, tuple[Callable, tuple]]:
@@ -72,7 +65,8 @@ def main() -> None:
     p.add_argument("--torch", action="store_true", help="add PyTorch float32 and bf16 as yardsticks")
     args = p.parse_args()
 
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, CPU features: {' '.join(cpu_features()) or '-'}")
+    features = " ".join(common.cpu_features()) or "-"
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, CPU features: {features}")
     rng = np.random.default_rng(0)
     a32 = rng.standard_normal((args.m, args.k)).astype(np.float32)
     b32 = rng.standard_normal((args.k, args.n)).astype(np.float32)

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -165,20 +164,6 @@ async def _load(server: Server, requests: list[list[str]], clients: int, dim: in
         "p99_ms": 1000 * float(np.percentile(latencies, 99)),
         "vectors": np.concatenate([v for v in vectors if v is not None]).reshape(-1, dim),
     }
-
-
-def _replace_section(path: str, text: str) -> None:
-    """Puts ``text`` (starting with :data:`SECTION`) in place of that section of ``path``, or at its end."""
-    old = open(path).read() if os.path.exists(path) else ""
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + text
-    else:
-        after = re.search(r"\n#{1,2} ", old[start + len(SECTION) :])  # the next section, if any
-        end = start + len(SECTION) + after.start() + 1 if after else len(old)
-        new = old[:start] + text + ("\n" + old[end:] if after else "")
-    with open(path, "w") as f:
-        f.write(new)
 
 
 def main() -> None:
@@ -324,7 +309,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        _replace_section(args.out, text)
+        common.replace_section(args.out, text)
 
 
 def _cpu_name() -> str:
