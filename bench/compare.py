@@ -1,20 +1,25 @@
-"""gte_jax against sentence-transformers on the same weights, same machine, same threads.
+"""gte_jax against sentence-transformers and ONNX Runtime, float32 and low precision, same weights and threads.
 
-Each side runs as a user would (``GTEEncoder.from_pretrained(dir).encode(texts)``;
-``SentenceTransformer(dir, device="cpu").encode(texts, batch_size=32)``) in a
-fresh subprocess, alternating (ST, JAX, ST, JAX, ...), on STS-B sentences
-(short) and 300-512-token documents built from them (long). Each child reports:
+Each system (``bench/systems.py``) runs as a user would, in a fresh subprocess, the
+systems alternating within each round, on STS-B sentences (short) and 300-512-token
+documents built from them (long):
 
-* cold start: interpreter start + import + load + encoding one sentence;
-* per workload, the first pass (includes XLA compiles / warm-up) and the best
-  of ``--passes`` further passes (steady state), as texts/s and real tokens/s;
-* peak RSS (``ru_maxrss``).
+* ``st``: ``SentenceTransformer(dir, device="cpu").encode(texts, batch_size=32)``;
+* ``st-bf16``: the same loaded with ``model_kwargs={"dtype": torch.bfloat16}``;
+* ``ort``, ``ort-int8``: ONNX Runtime on the checkpoint exported to ONNX, float32 and
+  dynamically quantised to int8 (exported once, cached);
+* ``jax``: ``GTEEncoder.from_pretrained(dir, dtype=...).encode(texts)`` for each ``--dtype``.
 
-    python bench/compare.py                          # random-init gte-small, a few minutes on 2 idle cores
+Each child reports cold start (interpreter start + import + load + encoding one
+sentence), per workload the first pass (includes XLA compiles / warm-up) and the best
+of ``--passes`` further passes (steady state), and peak RSS (``VmHWM``).
+
+    python bench/compare.py                          # st and jax float32, random-init gte-small
+    python bench/compare.py --systems st,st-bf16,ort,ort-int8,jax --dtype float32,bfloat16,int8
     python bench/compare.py --model DIR --short 4000 --long 400 --rounds 3 --passes 2
-    python bench/compare.py --jax-batch-size 32 --jax-max-batch-tokens 8192
+    python bench/compare.py --shape gte-small,gte-base --jax-batch-size 32
 
-Writes a markdown table to bench/RESULTS.md (``--out``).
+Writes its section of bench/RESULTS.md (``--out``), leaving the other sections.
 """
 
 from __future__ import annotations
@@ -22,50 +27,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import systems  # noqa: E402
 
 WORKLOADS = ("short", "long")
+HEADING = "# gte_jax vs sentence-transformers"
+HEAD = 16  # vectors per workload a child returns, to check systems against each other
 
 
 def _child(args) -> None:
-    """One side, in this fresh process: prints one JSON line."""
+    """One system, in this fresh process: prints one JSON line."""
     if args.threads:
         os.sched_setaffinity(0, range(args.threads))
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     with open(args.texts) as f:
         texts = json.load(f)
-    if args.child == "st":
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        t_import = time.perf_counter()
-        model = SentenceTransformer(args.model, device="cpu")
-
-        def encode(batch):
-            return model.encode(batch, batch_size=args.st_batch_size, normalize_embeddings=True)
-    else:
-        from gte_jax import GTEEncoder
-
-        t_import = time.perf_counter()
-        kwargs = {"dtype": args.dtype}
-        if args.jax_batch_size:
-            kwargs["batch_size"] = args.jax_batch_size
-        if args.jax_max_batch_tokens:
-            kwargs["max_batch_tokens"] = args.jax_max_batch_tokens
-        if args.attention_impl:
-            kwargs["attention_impl"] = args.attention_impl
-        model = GTEEncoder.from_pretrained(args.model, **kwargs)
-        encode = model.encode
+    systems.import_modules(args.child)
+    t_import = time.perf_counter()
+    knobs = {"batch_size": args.jax_batch_size, "max_batch_tokens": args.jax_max_batch_tokens}
+    knobs["attention_impl"] = args.attention_impl
+    encode = systems.load(
+        args.child,
+        args.model,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        jax_options={k: v for k, v in knobs.items() if v},
+    )
     t_load = time.perf_counter()
     encode([texts["short"][0]])
     result = {
@@ -83,132 +79,170 @@ def _child(args) -> None:
             t = time.perf_counter()
             encode(batch)
             steady.append(time.perf_counter() - t)
-        result[name] = {"first_s": first, "steady_s": min(steady), "head": vectors[:16].tolist()}
-    result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # Other processes on the machine skew both sides (torch's OpenMP threads most): record the load.
+        result[name] = {"first_s": first, "steady_s": min(steady), "head": vectors[:HEAD].tolist()}
+    result["maxrss_mb"] = _peak_rss_mb()
+    # Other processes on the machine skew every system (torch's OpenMP threads most): record the load.
     result["load"] = [load_before, os.getloadavg()[0]]
     print(json.dumps(result))
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM, as ``ru_maxrss`` also counts what the parent had resident when it forked."""
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        with open("/proc/self/status", encoding="utf-8") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores available"
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _table(texts, tokens, runs) -> list[str]:
-    import numpy as np
+def _rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
-    lines = [
-        "| workload | texts | real tokens | ST texts/s | JAX texts/s | JAX / ST | ST tokens/s | JAX tokens/s "
-        "| ST first pass s | JAX first pass s | max abs diff |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+
+def _tables(models: dict, texts: dict, names: list[str], base: str, runs: dict) -> list[str]:
+    """Throughput relative to system ``base``, then start-up, first pass and memory."""
+    ref = "st" if "st" in names else base
+    columns = [
+        (m, w, f"{m}, {len(texts[m][w]):,} " + ("STS-B sentences" if w == "short" else "docs of 300-512 tokens"))
+        for m in models
+        for w in WORKLOADS
     ]
-    for name in WORKLOADS:
-        best = {side: min(r[name]["steady_s"] for r in runs[side]) for side in runs}
-        first = {side: min(r[name]["first_s"] for r in runs[side]) for side in runs}
-        n, tok = len(texts[name]), sum(tokens[name])
-        diff = float(np.max(np.abs(np.asarray(runs["st"][0][name]["head"]) - np.asarray(runs["jax"][0][name]["head"]))))
-        st, jx = best["st"], best["jax"]
-        lines.append(
-            f"| {name} | {n} | {tok} | {n / st:.1f} | {n / jx:.1f} | {st / jx:.2f} | {tok / st:.0f} | {tok / jx:.0f} "
-            f"| {first['st']:.2f} | {first['jax']:.2f} | {diff:.1e} |"
+    best = {(m, s, w): min(r[w]["steady_s"] for r in runs[m, s]) for m in models for s in names for w in WORKLOADS}
+    lines = [
+        "| system | " + " | ".join(c[2] for c in columns) + f" | max abs diff to {systems.label(ref)} |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for s in names:
+        cells = [
+            f"{best[m, base, w] / best[m, s, w]:.2f} ({_rate(len(texts[m][w]) / best[m, s, w])}/s)"
+            for m, w, _ in columns
+        ]
+        diff = max(
+            float(np.max(np.abs(np.asarray(runs[m, s][0][w]["head"]) - np.asarray(runs[m, ref][0][w]["head"]))))
+            for m, w, _ in columns
         )
+        lines.append(f"| {systems.label(s)} | " + " | ".join(cells) + f" | {diff:.1e} |")
+    first = " | ".join(f"first pass s, {w}" for w in WORKLOADS)
     lines += [
         "",
-        "| side | cold start s (spawn to first embedding) | import s | load s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|",
+        f"| system | cold start s (spawn to first embedding) | import s | load s | {first} | peak RSS MB |",
+        "|---|" + "---:|" * (len(WORKLOADS) + 4),
     ]
-    for side, label in (("st", "sentence-transformers"), ("jax", "gte_jax")):
-        r = runs[side]
-        lines.append(
-            f"| {label} | {min(x['cold_s'] for x in r):.2f} | {min(x['import_s'] for x in r):.2f} "
-            f"| {min(x['load_s'] for x in r):.2f} | {max(x['maxrss_mb'] for x in r):.0f} |"
-        )
+    for m in models:
+        for s in names:
+            r = runs[m, s]
+            firsts = " | ".join(f"{min(x[w]['first_s'] for x in r):.2f}" for w in WORKLOADS)
+            lines.append(
+                f"| {systems.label(s)}{f' ({m})' if len(models) > 1 else ''} | {min(x['cold_s'] for x in r):.2f} "
+                f"| {min(x['import_s'] for x in r):.2f} | {min(x['load_s'] for x in r):.2f} | {firsts} "
+                f"| {max(x['maxrss_mb'] for x in r):.0f} |"
+            )
     return lines
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="checkpoint folder (default: a random-init gte-small, made once and cached)")
-    p.add_argument("--shape", default="gte-small", choices=sorted(common.SHAPES), help="shape of the random model")
+    p.add_argument("--model", help="comma list of checkpoint folders (default: random-init models of --shape)")
+    p.add_argument("--shape", default="gte-small", help=f"comma list of {', '.join(common.SHAPES)} (random init)")
+    systems.add_arguments(p, systems="st,jax", dtypes="float32")
     p.add_argument("--short", type=int, default=1000, help="STS-B sentences to embed")
     p.add_argument("--long", type=int, default=50, help="300-512-token documents to embed")
-    p.add_argument("--rounds", type=int, default=2, help="fresh processes per side, alternating ST, JAX, ...")
+    p.add_argument("--rounds", type=int, default=2, help="fresh processes per system, alternating systems")
     p.add_argument("--passes", type=int, default=1, help="timed passes per workload after the first")
-    p.add_argument("--threads", type=int, default=0, help="pin both sides to this many cores (default: all)")
-    p.add_argument("--st-batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0, help="pin every system to this many cores (default: all)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentence-transformers' and ONNX Runtime's batch size")
     p.add_argument("--jax-batch-size", type=int, default=0, help="GTEEncoder batch_size (default: the encoder's)")
     p.add_argument("--jax-max-batch-tokens", type=int, default=0, help="GTEEncoder max_batch_tokens")
     p.add_argument("--attention-impl", default="", help="gte_jax attention kernel (default: the backend's)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="gte_jax dtype")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
-    p.add_argument("--child", choices=("st", "jax"), help=argparse.SUPPRESS)
+    p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--texts", help=argparse.SUPPRESS)
     p.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return _child(args)
+    try:
+        names = systems.expand(args.systems, args.dtype)
+    except ValueError as error:
+        p.error(str(error))
+    unknown = set(args.shape.split(",")) - set(common.SHAPES)
+    if unknown:
+        p.error(f"unknown --shape {', '.join(sorted(unknown))}: choose from {', '.join(common.SHAPES)}")
+    if args.model:
+        models = {os.path.basename(os.path.normpath(d)): d for d in args.model.split(",")}
+    else:
+        models = {shape: common.random_checkpoint(shape) for shape in args.shape.split(",")}
+    base = "jax-float32" if "jax-float32" in names else names[0]
 
-    model = args.model or common.random_checkpoint(args.shape)
     sentences = common.sts_sentences()
-    texts = {"short": sentences[: args.short], "long": common.long_documents(sentences, model, args.long)}
-    tokens = {name: common.token_counts(model, t) for name, t in texts.items()}
-    print(f"model {model}")
-    for name in WORKLOADS:
-        t = tokens[name]
-        print(f"{name}: {len(t)} texts, {sum(t)} tokens, {min(t)}-{max(t)} per text")
+    texts, tokens = {}, {}
+    for m, model in models.items():
+        print(f"{m}: {model}")
+        for s in names:
+            systems.prepare(s, model)
+        texts[m] = {"short": sentences[: args.short], "long": common.long_documents(sentences, model, args.long)}
+        tokens[m] = {w: common.token_counts(model, t) for w, t in texts[m].items()}
+        for w in WORKLOADS:
+            t = tokens[m][w]
+            print(f"  {w}: {len(t)} texts, {sum(t)} tokens, {min(t)}-{max(t)} per text")
+    features = " ".join(common.cpu_features()) or "none"
+    print(f"CPU low-precision features: {features}; ONNX Runtime int8 kernel: {systems.ort_int8_kernel()}")
 
-    runs = {"st": [], "jax": []}
+    runs = {(m, s): [] for m in models for s in names}
+    forwarded = ["--threads", str(args.threads), "--passes", str(args.passes), "--batch-size", str(args.batch_size)]
+    forwarded += ["--jax-batch-size", str(args.jax_batch_size)]
+    forwarded += ["--jax-max-batch-tokens", str(args.jax_max_batch_tokens)]
+    if args.attention_impl:
+        forwarded += ["--attention-impl", args.attention_impl]
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "texts.json")
-        with open(path, "w") as f:
-            json.dump(texts, f)
-        forwarded = ["--model", model, "--texts", path, "--threads", str(args.threads), "--passes", str(args.passes)]
-        forwarded += ["--st-batch-size", str(args.st_batch_size), "--dtype", args.dtype]
-        forwarded += ["--jax-batch-size", str(args.jax_batch_size)]
-        forwarded += ["--jax-max-batch-tokens", str(args.jax_max_batch_tokens)]
-        if args.attention_impl:
-            forwarded += ["--attention-impl", args.attention_impl]
+        paths = {m: os.path.join(tmp, f"{i}.json") for i, m in enumerate(models)}
+        for m, path in paths.items():
+            with open(path, "w") as f:
+                json.dump(texts[m], f)
         for i in range(args.rounds):
-            for side in ("st", "jax"):
-                r = common.run_child(__file__, ["--child", side, "--spawn-time", str(time.time()), *forwarded])
-                runs[side].append(r)
-                steady = ", ".join(
-                    f"{name} {len(texts[name]) / r[name]['steady_s']:.1f} texts/s (first {r[name]['first_s']:.1f} s)"
-                    for name in WORKLOADS
-                )
-                load = "->".join(f"{x:.1f}" for x in r["load"])
-                rss = f"RSS {r['maxrss_mb']:.0f} MB"
-                print(f"round {i + 1} {side:3s}: cold {r['cold_s']:.1f} s, {steady}, {rss}, load {load}")
-                sys.stdout.flush()
+            for m, model in models.items():
+                for s in names:
+                    child = ["--child", s, "--model", model, "--texts", paths[m], "--spawn-time", str(time.time())]
+                    r = common.run_child(__file__, [*child, *forwarded])
+                    runs[m, s].append(r)
+                    steady = ", ".join(
+                        f"{w} {len(texts[m][w]) / r[w]['steady_s']:.1f} texts/s (first {r[w]['first_s']:.1f} s)"
+                        for w in WORKLOADS
+                    )
+                    load = "->".join(f"{x:.1f}" for x in r["load"])
+                    print(
+                        f"round {i + 1} {m} {s}: cold {r['cold_s']:.1f} s, {steady}, RSS {r['maxrss_mb']:.0f} MB, "
+                        f"load {load}"
+                    )
+                    sys.stdout.flush()
 
     knob_names = ("jax_batch_size", "jax_max_batch_tokens", "attention_impl")
     knobs = {k: getattr(args, k) for k in knob_names if getattr(args, k)}
-    loads = [x for side in runs for r in runs[side] for x in r["load"]]
+    loads = [load for results in runs.values() for r in results for load in r["load"]]
+    described = ", ".join(f"`{model if args.model else m + ' (random init)'}`" for m, model in models.items())
+    workloads = "; ".join(
+        f"{m} {w}: {len(tokens[m][w])} texts, {sum(tokens[m][w])} real tokens" for m in models for w in WORKLOADS
+    )
     lines = [
-        "# gte_jax vs sentence-transformers",
+        HEADING,
         "",
-        f"- machine: {_machine()}; threads: {args.threads or 'all'}; 1-min load average during the runs "
-        f"{min(loads):.1f}-{max(loads):.1f} (above the thread count, timings are unreliable, torch's most)",
-        f"- model: `{model if args.model else args.shape + ' (random init)'}`, gte_jax dtype {args.dtype}, "
-        f"ST batch_size {args.st_batch_size}, gte_jax knobs {knobs or 'defaults'}",
-        f"- {args.rounds} fresh processes per side, alternating; best of each side; steady = best of "
-        f"{args.passes} pass(es) after the first",
+        f"- machine: {common.machine()}; CPU low-precision features: {features}; threads: {args.threads or 'all'}; "
+        f"1-min load average during the runs {min(loads):.1f}-{max(loads):.1f} (above the thread count, timings are "
+        "unreliable, torch's most)",
+        f"- model: {described}; sentence-transformers and ONNX Runtime batch_size {args.batch_size}, gte_jax knobs "
+        f"{knobs or 'defaults'}; workloads (real tokens after truncation): {workloads}",
+        f"- {args.rounds} fresh processes per system, alternating; best of each system; steady = best of "
+        f"{args.passes} pass(es) after the first; a cell is the speed relative to {systems.label(base)} (texts/s in "
+        "brackets)",
         f"- command: `python bench/compare.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
-        *_table(texts, tokens, runs),
+        *_tables(models, texts, names, base, runs),
         "",
     ]
     report = "\n".join(lines)
     print("\n" + report)
-    with open(args.out, "w") as f:
-        f.write(report)
-    print(f"wrote {args.out}")
+    common.replace_section(args.out, report)
+    print(f"wrote its section of {args.out}")
 
 
 if __name__ == "__main__":
