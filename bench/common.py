@@ -139,12 +139,9 @@ def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
 
 def cpu_features() -> list[str]:
     """The :data:`FEATURES` this CPU reports (Linux; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [f for f in FEATURES if f in flags]
+    from gte_jax.cpu_features import cpu_flags
+
+    return [f for f in FEATURES if f in cpu_flags()]
 
 
 def machine() -> str:
