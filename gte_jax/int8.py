@@ -14,6 +14,8 @@ accuracy against float32 on the real all-MiniLM-L6-v2 weights.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -37,6 +39,13 @@ def _symmetric(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Arra
     return jnp.round(x / scale).astype(jnp.int8), scale
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _quantize_kernel(w: jax.Array, contracted: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Per-output-channel int8 kernel and its scales (one compile per kernel shape, on the kernel's devices)."""
+    q, scale = _symmetric(w.astype(jnp.float32), contracted)
+    return q, jnp.squeeze(scale, contracted)
+
+
 class Int8Einsum(nnx.Module):
     """:class:`~gte_jax.modeling.Einsum` with an int8 kernel and per-token int8 inputs.
 
@@ -54,13 +63,7 @@ class Int8Einsum(nnx.Module):
         """Quantises ``layer``'s kernel per output channel (on the kernel's devices)."""
         x_axes, w_axes, out_axes = _axes(layer.eqn)
         contracted = tuple(i for i, a in enumerate(w_axes) if a in x_axes and a not in out_axes)
-        kernel = layer.kernel.get_value()
-
-        def quantize(w: jax.Array) -> tuple[jax.Array, jax.Array]:
-            q, scale = _symmetric(w.astype(jnp.float32), contracted)
-            return q, jnp.squeeze(scale, contracted)
-
-        q, scale = jax.jit(quantize)(kernel)
+        q, scale = _quantize_kernel(layer.kernel.get_value(), contracted)
         return cls(layer.eqn, q, scale, layer.bias.get_value().astype(jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
