@@ -28,8 +28,8 @@ from jax.lax import PrecisionLike
 # The most negative float instead of -inf: a fully padded row stays finite (a uniform average).
 _NEG = jnp.finfo(jnp.float32).min
 
-# From this many tokens on, the "cpu" kernel loops over (batch, head) pairs; below it the
-# per-step overhead of B*N tiny steps outweighs XLA:CPU's slow batched dot, so it loops over rows.
+# From this many tokens on, the "cpu" kernel loops over (batch, head) pairs; below it the per-step
+# overhead of B*N tiny steps outweighs XLA:CPU's slower batched dot (bench/attention_cpu.py).
 _CPU_HEADS_FROM_TOKENS = 128
 
 
@@ -98,6 +98,28 @@ def einsum_attention(
         probs = _drop(probs, dropout.keep, dropout.rate)
     probs = probs.astype(v.dtype)
     return jnp.einsum("BNTS,BSNH->BTNH", probs, v, precision=precision).astype(q.dtype)
+
+
+def heads_first_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
+) -> jax.Array:
+    """:func:`einsum_attention` with q, k, v transposed to ``[B, N, T, H]`` first, so that both batched
+    dots have the canonical (batch, rows, contraction) layout: same numbers.
+
+    Fastest on XLA:CPU (jax 0.10, YNNPACK dots) below ~96 tokens: 10-30% faster than :func:`map_batch_attention`.
+    """
+    qh, kh, vh = (jnp.transpose(x, (0, 2, 1, 3)) for x in (q, k, v))  # [B, N, T, H]
+    scores = jnp.einsum("BNTH,BNSH->BNTS", qh, kh, precision=precision, preferred_element_type=jnp.float32)
+    probs = _masked_softmax(scores * _scale(q), mask[:, None, None, :])  # [B, N, T, S]
+    probs = _drop(probs, dropout.keep if dropout is not None else None, dropout.rate if dropout else 0.0)
+    out = jnp.einsum("BNTS,BNSH->BNTH", probs.astype(v.dtype), vh, precision=precision)
+    return jnp.transpose(out, (0, 2, 1, 3)).astype(q.dtype)  # [B, T, N, H]
 
 
 def map_batch_attention(
@@ -172,8 +194,9 @@ def cpu_attention(
     precision: PrecisionLike = None,
     dropout: ProbsDropout | None = None,
 ) -> jax.Array:
-    """The fastest XLA:CPU kernel for the (static) sequence length: rows below 128 tokens, heads from 128."""
-    fn = map_heads_attention if q.shape[1] >= _CPU_HEADS_FROM_TOKENS else map_batch_attention
+    """The fastest XLA:CPU kernel for the (static) sequence length: heads first below 128 tokens, a loop over
+    (batch, head) pairs from 128."""
+    fn = map_heads_attention if q.shape[1] >= _CPU_HEADS_FROM_TOKENS else heads_first_attention
     return fn(q, k, v, mask, precision=precision, dropout=dropout)
 
 
@@ -213,6 +236,7 @@ def _warn_fallback(reason: str) -> None:
 
 _IMPLS: dict[str, Kernel] = {
     "einsum": einsum_attention,
+    "heads_first": heads_first_attention,
     "map_batch": map_batch_attention,
     "map_heads": map_heads_attention,
     "cpu": cpu_attention,
