@@ -2,11 +2,13 @@
 
     python bench/dot_cpu.py                         # gte-small FFN shape, 4096 x 384 x 1536
     python bench/dot_cpu.py --m 4096 --k 4096 --n 4096 --torch
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python bench/dot_cpu.py   # YNNPACK off: XLA's own dots
 
 Each form is jitted, compiled, checked against a float64 numpy product, then all forms are
-timed in interleaved rounds (min over rounds). The CPU's low-precision features (from
-/proc/cpuinfo) are printed first: avx512_bf16 and amx_bf16 for bf16, avx512_vnni / amx_int8
-for int8.
+timed in interleaved rounds (min over rounds). The last column says which library XLA:CPU
+handed the dot to (from the compiled HLO: ``__ynn_fusion`` is YNNPACK). The CPU's
+low-precision features (from /proc/cpuinfo) are printed first: avx512_bf16 and amx_bf16
+for bf16, avx512_vnni / amx_int8 for int8.
 """
 
 from __future__ import annotations
@@ -52,7 +54,39 @@ def forms(a32: np.ndarray, b32: np.ndarray) -> dict[str, tuple[Callable, tuple]]
             jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.int32).astype(jnp.float32) * (sa * sb)),
             (a8, b8),
         ),
+        # VNNI's native form (unsigned activations, signed weights), as ONNX Runtime and MKL use it.
+        "uint8 x int8 -> int32": (
+            jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.int32)),
+            (jnp.asarray(np.asarray(a8, np.int16) + 128, jnp.uint8), b8),
+        ),
+        # What dtype="int8" runs per dense layer: per-token quantisation, the int8 dot, rescale, bias.
+        "gte_jax Int8Einsum (f32 in, f32 out)": _int8_layer(a32, b32),
     }
+
+
+def _int8_layer(a32: np.ndarray, b32: np.ndarray) -> tuple[Callable, tuple]:
+    from flax import nnx
+
+    from gte_jax.int8 import Int8Einsum
+    from gte_jax.modeling import Einsum
+
+    dense = Einsum("BTD,DF->BTF", b32.shape, (b32.shape[1],), dtype=jnp.float32, rngs=nnx.Rngs(0))
+    dense.kernel.set_value(jnp.asarray(b32))
+    layer = Int8Einsum.from_float(dense)
+    graphdef, state = nnx.split(layer)
+    return jax.jit(lambda state, a: nnx.merge(graphdef, state)(a[None])[0]), (state, a32)
+
+
+def kernel_of(fn: Callable, inputs: tuple) -> str:
+    """Which library XLA:CPU hands the dot to: YNNPACK (``__ynn_fusion``), oneDNN, or its own code."""
+    if not hasattr(fn, "lower"):
+        return "-"
+    text = fn.lower(*inputs).compile().as_text()
+    if "__ynn_fusion" in text:
+        return "YNNPACK"
+    if "onednn" in text.lower():
+        return "oneDNN"
+    return "XLA (own loops)"
 
 
 def main() -> None:
@@ -87,7 +121,7 @@ def main() -> None:
     for name, (fn, inputs) in table.items():
         out = call(fn, inputs)  # compiles
         got = np.asarray(out.float() if hasattr(out, "float") else out, dtype=np.float64)
-        if "int8 x int8 -> int32" == name:
+        if name.endswith("-> int32"):  # integer products of quantised inputs: no float reference
             continue
         errors[name] = float(np.abs(got - ref).max() / np.abs(ref).max())
     best = dict.fromkeys(table, float("inf"))
@@ -99,10 +133,11 @@ def main() -> None:
             best[name] = min(best[name], (time.perf_counter() - start) / args.repeats)
     flops = 2 * args.m * args.k * args.n
     print(f"\n{args.m} x {args.k} x {args.n}, best of {args.rounds} rounds x {args.repeats} calls")
-    print(f"{'form':46} {'ms':>8} {'GFLOP/s':>9} {'rel. error':>11}")
+    print(f"{'form':46} {'ms':>8} {'GFLOP/s':>9} {'rel. error':>11}  kernel")
     for name, seconds in best.items():
         err = f"{errors[name]:.1e}" if name in errors else "-"
-        print(f"{name:46} {seconds * 1e3:8.2f} {flops / seconds / 1e9:9.1f} {err:>11}")
+        kernel = kernel_of(*table[name])
+        print(f"{name:46} {seconds * 1e3:8.2f} {flops / seconds / 1e9:9.1f} {err:>11}  {kernel}")
 
 
 if __name__ == "__main__":
