@@ -28,9 +28,10 @@ from jax.lax import PrecisionLike
 # The most negative float instead of -inf: a fully padded row stays finite (a uniform average).
 _NEG = jnp.finfo(jnp.float32).min
 
-# From this many tokens on, the "cpu" kernel loops over (batch, head) pairs; below it the per-step
-# overhead of B*N tiny steps outweighs XLA:CPU's slower batched dot (bench/attention_cpu.py).
-_CPU_HEADS_FROM_TOKENS = 128
+# From this many tokens on, the "cpu" kernel loops over (batch, head) pairs; below it the batched
+# dots of heads_first_attention are faster (bench/attention_cpu.py). With CPU steps of ~1,024 tokens
+# its [B, N, T, S] scores grow with T (16 MB at 320 tokens, 12 heads) and stop fitting the caches.
+_CPU_HEADS_FROM_TOKENS = 320
 
 
 class ProbsDropout(NamedTuple):
@@ -112,7 +113,8 @@ def heads_first_attention(
     """:func:`einsum_attention` with q, k, v transposed to ``[B, N, T, H]`` first, so that both batched
     dots have the canonical (batch, rows, contraction) layout: same numbers.
 
-    Fastest on XLA:CPU (jax 0.10, YNNPACK dots) below ~96 tokens: 10-30% faster than :func:`map_batch_attention`.
+    Fastest on XLA:CPU (jax 0.10, YNNPACK dots) below ~320 tokens: 10-30% faster than :func:`map_batch_attention`
+    and :func:`map_heads_attention`.
     """
     qh, kh, vh = (jnp.transpose(x, (0, 2, 1, 3)) for x in (q, k, v))  # [B, N, T, H]
     scores = jnp.einsum("BNTH,BNSH->BNTS", qh, kh, precision=precision, preferred_element_type=jnp.float32)
@@ -194,8 +196,8 @@ def cpu_attention(
     precision: PrecisionLike = None,
     dropout: ProbsDropout | None = None,
 ) -> jax.Array:
-    """The fastest XLA:CPU kernel for the (static) sequence length: heads first below 128 tokens, a loop over
-    (batch, head) pairs from 128."""
+    """The fastest XLA:CPU kernel for the (static) sequence length: heads first below 320 tokens, a loop over
+    (batch, head) pairs from 320."""
     fn = map_heads_attention if q.shape[1] >= _CPU_HEADS_FROM_TOKENS else heads_first_attention
     return fn(q, k, v, mask, precision=precision, dropout=dropout)
 

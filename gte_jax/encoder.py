@@ -263,7 +263,7 @@ class GTEEncoder:
                 ``model`` (tensor parallelism, for gte-large on small devices). A mesh over
                 several processes makes :meth:`encode` a collective (see :mod:`gte_jax.runners`).
             batch_size: most texts per device step, across all devices of the mesh (in every
-                mode); by default the backend's: 32 on CPU, 256 on accelerators.
+                mode); by default the backend's: 64 on CPU, 256 on accelerators.
             max_batch_tokens: most padded tokens per step, across all devices of the mesh, so
                 long texts get fewer rows; by default 1,024 on CPU, 65,536 on accelerators.
             attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
@@ -530,7 +530,7 @@ class GTEEncoder:
         Args:
             texts: a sample of the texts to come: only their length buckets are compiled.
                 All buckets when None (about 1-2 s a program on a 2-core CPU for a small
-                model; 45 programs for a 512-token model with the CPU defaults).
+                model; 48 programs for a 512-token model with the CPU defaults).
             batch_size: as the calls to come will pass it.
 
         Covers ``encode(..., normalize=True)``, the default (``output_value="token_embeddings"`` and

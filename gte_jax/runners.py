@@ -197,8 +197,11 @@ def collect(
 def _only_buckets(
     shapes: list[tuple[int, int]], buckets: tuple[int, ...], lengths: Iterable[int] | None
 ) -> list[tuple[int, int]]:
-    """``shapes`` of the length buckets that texts of ``lengths`` tokens fall in (all when None)."""
+    """``shapes`` of the length buckets that texts of ``lengths`` tokens fall in, in a bulk call or a small
+    one (all when None)."""
     if lengths is None:
         return shapes
-    wanted = {batching.bucket_for(n, buckets) for n in lengths}
+    lengths = list(lengths)
+    small = batching.small_call_buckets(buckets)
+    wanted = {batching.bucket_for(n, buckets) for n in lengths} | {batching.bucket_for(n, small) for n in lengths}
     return [s for s in shapes if s[1] in wanted]

@@ -75,3 +75,15 @@ def test_plan_respects_token_budget_and_restores_order():
     for b in batches:
         assert b.rows * b.length <= max(1024, 2 * b.length) and b.rows % 2 == 0
         assert lengths[b.indices].max() <= b.length and len(b.indices) <= b.rows
+
+
+def test_small_calls_pad_to_few_lengths_bulk_calls_to_fine_ones():
+    buckets = batching.length_buckets(512)
+    kw = dict(buckets=buckets, batch_size=64, max_batch_tokens=1024)
+    (query,) = batching.plan_batches(np.array([5]), **kw)
+    assert (query.rows, query.length) == (1, 16)  # a small-call length, the smallest row bucket
+    bulk = batching.plan_batches(np.array([5] * 100 + [11] * 100), **kw)
+    assert {b.length for b in bulk} == {8, 12} and {b.rows for b in bulk} == {64}
+    # Row buckets only at the small-call lengths: few programs despite 27 length buckets.
+    shapes = batching.all_shapes(buckets, batch_size=64, max_batch_tokens=1024)
+    assert len(buckets) == 27 and len(shapes) == 48

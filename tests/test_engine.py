@@ -33,7 +33,7 @@ def test_cli_help_does_not_import_jax():
 
 
 def test_encoder_defaults_to_the_backends_batching(minilm):
-    assert (minilm.batch_size, minilm.max_batch_tokens) == batching.default_batching("cpu") == (32, 1024)
+    assert (minilm.batch_size, minilm.max_batch_tokens) == batching.default_batching("cpu") == (64, 1024)
     assert batching.default_batching("gpu") == batching.default_batching("tpu") == (256, 65536)
 
 

@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--batch-size",
         type=positive_int,
         default=None,
-        help="most texts per device step (default: the backend's, 32 on CPU and 256 on GPU/TPU)",
+        help="most texts per device step (default: the backend's, 64 on CPU and 256 on GPU/TPU)",
     )
     p.add_argument(
         "--shard-size", type=positive_int, default=100_000, help="input rows per output shard (default: 100000)"

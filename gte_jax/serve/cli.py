@@ -78,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--batch-size",
         type=positive_int,
         default=None,
-        help="most texts per device step (default: the backend's, 32 on CPU and 256 on GPU/TPU)",
+        help="most texts per device step (default: the backend's, 64 on CPU and 256 on GPU/TPU)",
     )
     b.add_argument(
         "--max-client-batch-size",
