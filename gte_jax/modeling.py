@@ -38,6 +38,12 @@ def _precision(dtype: DTypeLike) -> jax.lax.Precision | None:
     return _HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
 
 
+def gelu(x: jax.Array) -> jax.Array:
+    """BERT's exact GELU as PyTorch writes it, ``x * 0.5 * (1 + erf(x / sqrt(2)))``: within 1 ulp of
+    ``jax.nn.gelu(x, approximate=False)`` (its ``erfc`` form) and 2.5x faster on XLA:CPU."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
+
 def default_act_dtype(dtype: DTypeLike, platform: str) -> jnp.dtype:
     """The hidden states' dtype for weights in ``dtype`` on ``platform`` (``"cpu"``, ``"gpu"``, ``"tpu"``).
 
@@ -168,7 +174,7 @@ class Layer(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
         attention_key, output_key = _split(key, 2)
         x = self.attention_LayerNorm(x + self.attention(x, mask, attention_key))  # [B, T, D]
-        h = jax.nn.gelu(self.intermediate(x), approximate=False)  # [B, T, F], exact erf GELU
+        h = gelu(self.intermediate(x))  # [B, T, F]
         return self.output_LayerNorm(x + self.output_dropout(self.output(h), rngs=output_key))  # [B, T, D]
 
 

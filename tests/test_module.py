@@ -48,3 +48,16 @@ def test_padding_rows_pool_to_zero_not_nan():
     pooled = mean_pool(hidden, mask)
     np.testing.assert_array_equal(np.asarray(pooled), [[1, 1, 1], [0, 0, 0]])
     assert np.all(np.isfinite(np.asarray(l2_normalize(pooled))))
+
+
+def test_gelu_is_pytorchs_exact_gelu():
+    import torch
+
+    from gte_jax.modeling import gelu
+
+    x = np.concatenate([np.linspace(-12, 12, 20001), np.random.default_rng(0).standard_normal(10000) * 3])
+    x = x.astype(np.float32)
+    want = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()  # approximate="none": the erf form
+    got = np.asarray(gelu(jnp.asarray(x)))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1.5e-6)  # 1 ulp at |x| = 12
+    np.testing.assert_allclose(got, np.asarray(jax.nn.gelu(jnp.asarray(x), approximate=False)), atol=1.5e-6)
