@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -82,7 +83,15 @@ def kernel_of(fn: Callable, inputs: tuple) -> str:
     if not hasattr(fn, "lower"):
         return "-"
     text = fn.lower(*inputs).compile().as_text()
-    if "__ynn_fusion" in text:
+    called = re.findall(r"%ynn_fusion[.\d]* = [^\n]*calls=%([\w.]+)", text)
+    if called:
+        operand_types = set()  # of every YNNPACK fusion's parameters
+        for name in called:
+            header = re.search(rf"\n%{re.escape(name)} \(([^\n]*)\) ->", text)
+            operand_types |= set(re.findall(r": (\w+)\[", header.group(1))) if header else set()
+        given = {str(x.dtype) for x in jax.tree_util.tree_leaves(inputs) if getattr(x, "ndim", 0) == 2}
+        if operand_types == {"f32"} and given - {"float32"}:
+            return "YNNPACK, on operands converted to f32 first"
         return "YNNPACK"
     if "onednn" in text.lower():
         return "oneDNN"
