@@ -9,10 +9,11 @@ In training, BERT's dropout on the attention probabilities is drawn once for
 the whole ``[B, N, T, S]`` probability tensor (:class:`ProbsDropout`) and
 handed to the kernel, so every kernel drops the same entries for a given key.
 
-Why more than one: XLA:CPU runs the batched dots of textbook attention
-(``BTNH,BSNH->BNTS``) several times slower than the same work as a loop of
-2-D matmuls, so on CPU attention is written as ``lax.map`` over batch rows or
-over (batch, head) pairs; ``bench/attention_cpu.py`` measures the choices.
+Why more than one: on XLA:CPU the layout decides the speed. Textbook attention's
+batched dots (``BTNH,BSNH->BNTS``) are slow; the same dots on q, k, v transposed
+heads-first (``BNTH``) are fastest up to a few hundred tokens, and beyond that,
+where the ``[B, N, T, S]`` scores outgrow the caches, a ``lax.map`` over (batch,
+head) pairs of 2-D matmuls is; ``bench/attention_cpu.py`` measures the choices.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def map_batch_attention(
 ) -> jax.Array:
     """``lax.map`` over batch rows, each a head-batched einsum: same numbers as :func:`einsum_attention`.
 
-    Fastest on XLA:CPU for short sequences (under ~128 tokens).
+    Was the CPU kernel below 128 tokens before jax 0.10's YNNPACK dots made :func:`heads_first_attention` faster.
     """
 
     rate = dropout.rate if dropout is not None else 0.0
@@ -162,7 +163,7 @@ def map_heads_attention(
 ) -> jax.Array:
     """``lax.map`` over (batch, head) pairs, each two 2-D matmuls (XLA:CPU's fast path).
 
-    3-4x faster than :func:`einsum_attention` on XLA:CPU from 128 tokens on.
+    3-4x faster than :func:`einsum_attention` on XLA:CPU from 128 tokens on; the CPU kernel from 320.
     """
     B, T, N, H = q.shape
     S = k.shape[1]

@@ -10,6 +10,8 @@ emulated or widened instructions, and can be slower than float32.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import warnings
 
 # dtype -> CPU flags (as /proc/cpuinfo spells them, x86 and Arm) that give it a fast dot.
@@ -54,9 +56,21 @@ def slow_dtype_message(dtype: str, flags: frozenset[str] | None = None) -> str |
     )
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside gte_jax, for :func:`warnings.warn` called here."""
+    level, frame = 1, sys._getframe(1)  # the function calling warnings.warn
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 @functools.cache
 def warn_if_slow(dtype: str) -> None:
-    """Warns once per dtype per process when ``dtype`` is likely slower than float32 on this CPU."""
+    """Warns once per dtype per process, pointing at the user's call, when ``dtype`` is likely slower than
+    float32 on this CPU."""
     message = slow_dtype_message(dtype)
     if message is not None:
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=_outside_stacklevel())

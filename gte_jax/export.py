@@ -20,6 +20,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+import jax
 import numpy as np
 from flax import nnx
 from tokenizers import Tokenizer as HFTokenizer
@@ -160,12 +161,17 @@ def save_pretrained(
     """
     from safetensors.numpy import save_file
 
+    quantized = (
+        is_quantized(model)
+        if isinstance(model, BertModel)
+        else any(getattr(leaf, "dtype", None) == np.int8 for leaf in jax.tree_util.tree_leaves(model))
+    )
+    if quantized:
+        raise ValueError(
+            "save_pretrained writes float weights, and this model's dense layers are int8 (dtype='int8'): "
+            "save the model loaded with dtype='float32' instead (int8 is applied again at load)."
+        )
     if isinstance(model, BertModel):
-        if is_quantized(model):
-            raise ValueError(
-                "save_pretrained writes float weights, and this model's dense layers are int8 (dtype='int8'): "
-                "save the model loaded with dtype='float32' instead (int8 is applied again at load)."
-            )
         config = config or model.config
     if config is None:
         raise ValueError("save_pretrained needs config= when given a parameter state instead of a BertModel.")

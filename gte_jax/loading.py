@@ -58,8 +58,8 @@ def load(
         CheckpointError: the weights do not fit the config, or the tokenizer's ids do not fit the embedding table.
         ValueError: a bad ``dtype`` or ``max_length``.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {DTYPES}.")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of the names {DTYPES}.")
     model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
     config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
     sentence = read_sentence_config(model_dir)  # before the weights: an unsupported module fails fast

@@ -129,17 +129,21 @@ class MTEBEncoder:
 
 def _model_meta(enc: GTEEncoder, revision: str | None) -> ModelMeta:
     """mteb's registry entry for the model's name when it has one (so results file under the same model),
-    else an empty one; either way with this encoder's loader, framework, dimension and similarity."""
+    else an empty one; either way with this encoder's loader, framework, dimension and similarity. A bfloat16
+    or int8 encoder's revision gets ``-gte-jax-<dtype>`` appended, so its results file apart from float32's."""
     try:
         base = mteb.get_model_meta(enc.name)
     except (KeyError, ValueError):  # not in mteb's registry: a local directory or another model
         hub_id = enc.name if enc.name and not os.path.isdir(enc.name) else None
         base = ModelMeta.create_empty(overwrites={"name": hub_id})
     n_parameters = sum(int(np.prod(x.shape)) for x in _leaves(enc))
+    revision = revision or base.revision
+    if enc.dtype != "float32":  # other numbers than the checkpoint's: results must not file with float32's
+        revision = f"{revision or 'main'}-gte-jax-{enc.dtype}"
     return base.model_copy(
         update={
             "loader": MTEBEncoder,
-            "revision": revision or base.revision,
+            "revision": revision,
             "framework": ["JAX"],
             "embed_dim": enc.dim,
             "max_tokens": enc.max_length,

@@ -49,12 +49,12 @@ before Ray sends the actor a batch. A batch may hold texts of any length, so a s
 (``warmup=texts``) can miss the bucket that a rare long document reaches hours later, and that actor
 then stalls mid-run for a compile; an actor that sees many batches meets nearly every bucket anyway,
 so compiling them all up front costs about the same and leaves the data path free of compiles. That is
-45 programs for a 256-token model with the CPU defaults (about 50 s on 2 CPU cores), 116 for a
+39 programs for a 256-token model with the CPU defaults (about a second each on 2 CPU cores), 74 for a
 512-token model with the accelerator defaults. To pay it once rather than per actor, point JAX's
 persistent cache at a shared or per-node directory: ``runtime_env={"env_vars":
 {"JAX_COMPILATION_CACHE_DIR": "/mnt/jax-cache", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}}``;
-restarted and added actors then load the programs instead (45 in about 15 s on 2 busy CPU cores, against
-50 s of compiling). ``warmup=texts`` compiles only those texts' buckets (inputs known to be short),
+restarted and added actors then load the programs instead (in seconds, against the better part of a
+minute of compiling). ``warmup=texts`` compiles only those texts' buckets (inputs known to be short),
 ``warmup=False`` nothing.
 """
 

@@ -30,6 +30,14 @@ from gte_jax.config import ConfigError
 from checkpoints import TINY_VOCAB_1000, torch_bert, truncate, write_checkpoint
 
 
+def _save_state(enc: GTEEncoder, c: Ctx) -> Any:
+    from flax import nnx
+
+    from gte_jax.export import save_pretrained
+
+    return save_pretrained(nnx.state(enc.model), os.path.join(c.folder, "out"), config=enc.config, source_dir=c.model)
+
+
 def _trainer(model: Any) -> Any:
     import optax
 
@@ -186,6 +194,16 @@ CASES: dict[str, tuple] = {
         "accepts 2 to 512 tokens",
     ),
     "load: an unknown dtype": (lambda c: GTEEncoder.from_pretrained(c.model, dtype="float16"), ValueError, "dtype"),
+    "load: a numpy dtype instead of its name": (
+        lambda c: GTEEncoder.from_pretrained(c.model, dtype=np.dtype("float32")),
+        ValueError,
+        "use one of the names",
+    ),
+    "save_pretrained: the state of an int8 model": (
+        lambda c: _save_state(GTEEncoder.from_pretrained(c.model, dtype="int8"), c),
+        ValueError,
+        "save the model loaded with dtype='float32'",
+    ),
     "save_pretrained: an int8 encoder": (
         lambda c: GTEEncoder.from_pretrained(c.model, dtype="int8").save_pretrained(os.path.join(c.folder, "out")),
         ValueError,

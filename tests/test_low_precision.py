@@ -48,6 +48,19 @@ def test_low_precision_stays_close_to_float32(dtype, minilm, minilm_dir, sts_tes
     assert abs(rho - float32_sts) <= max_sts_diff
 
 
+@pytest.mark.parametrize(("dtype", "min_cos"), [("bfloat16", 0.9999), ("int8", 0.99)])
+def test_a_text_alone_and_in_a_bulk_batch(dtype, min_cos, minilm_dir, sts_test):
+    # float32 gives the same vector whatever the padding (1e-7); int8's per-token roundings can flip when
+    # padding changes the attention sums by 1e-7, so its vectors move a little with the batch (documented).
+    enc = GTEEncoder.from_pretrained(minilm_dir, dtype=dtype)
+    texts = sts_test[0][:40]
+    bulk = enc.encode(texts + ["a much longer text " * 30] * 100)[: len(texts)]  # other lengths, other buckets
+    alone = np.stack([enc.encode(t) for t in texts])
+    cos = np.sum(bulk * alone, axis=1)
+    print(f"{dtype}: alone vs bulk min cosine {cos.min():.5f}")
+    assert cos.min() >= min_cos
+
+
 def test_bfloat16_weights_float32_activations_on_cpu(minilm_dir):
     # On CPU the bf16 model keeps bf16 weights (half the memory) and float32 hidden states: XLA:CPU's
     # fast bf16 dots take bf16 operands and give float32, and attention runs fastest in float32.

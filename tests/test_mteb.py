@@ -158,3 +158,10 @@ def test_loading_options_and_device(minilm, minilm_dir):
     truncated = MTEBEncoder(minilm_dir, embed_dim=128, max_length=32)  # mteb's name for truncate_dim
     assert isinstance(truncated.encoder, GTEEncoder) and truncated.encoder.dim == 128
     assert truncated.mteb_model_meta.embed_dim == 128
+
+
+def test_low_precision_results_file_apart_from_float32(minilm, minilm_dir):
+    float32 = MTEBEncoder(minilm).mteb_model_meta
+    int8 = MTEBEncoder(minilm_dir, dtype="int8").mteb_model_meta
+    assert int8.revision == f"{float32.revision or 'main'}-gte-jax-int8" and int8.name == float32.name
+    assert MTEBEncoder(minilm_dir, revision="abc", dtype="bfloat16").mteb_model_meta.revision == "abc-gte-jax-bfloat16"

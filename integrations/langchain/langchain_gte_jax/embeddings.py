@@ -45,7 +45,7 @@ class GTEEmbeddings(BaseModel, Embeddings):
     max_length: int | None = None
     """Truncation length in tokens; ``None`` uses the checkpoint's own (512 for GTE)."""
     batch_size: int | None = Field(default=None, gt=0)
-    """Most texts per device step; ``None`` uses the encoder's default for the backend (32 on CPU)."""
+    """Most texts per device step; ``None`` uses the encoder's default for the backend (64 on CPU)."""
     normalize: bool = True
     """L2-normalise each vector (GTE is trained for cosine similarity)."""
     show_progress: bool = False
