@@ -181,7 +181,8 @@ def main(argv=None) -> None:
         for s in names:
             systems.prepare(s, model)
         texts[m] = {"short": sentences[: args.short], "long": common.long_documents(sentences, model, args.long)}
-        tokens[m] = {w: common.token_counts(model, t) for w, t in texts[m].items()}
+        limit = systems.max_length(model)
+        tokens[m] = {w: common.token_counts(model, t, max_length=limit) for w, t in texts[m].items()}
         for w in WORKLOADS:
             t = tokens[m][w]
             print(f"  {w}: {len(t)} texts, {sum(t)} tokens, {min(t)}-{max(t)} per text")

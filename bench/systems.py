@@ -194,7 +194,7 @@ def _export(model_dir: str, path: str) -> None:
         torch.onnx.export(module, example, path, **names, dynamic_shapes=dims, dynamo=True, external_data=False)
 
 
-def _max_length(model_dir: str) -> int:
+def max_length(model_dir: str) -> int:
     """Truncation length as sentence-transformers reads it: ``max_seq_length``, within the position limit."""
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         limit = json.load(f).get("max_position_embeddings", 512)
@@ -215,7 +215,7 @@ def _onnx_runtime(path: str, model_dir: str, threads: int, batch_size: int) -> E
             if not json.load(f).get("pooling_mode_mean_tokens"):
                 raise ValueError(f"{pooling}: the ONNX Runtime systems mean-pool; leave ort out for this checkpoint.")
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    tokenizer.enable_truncation(_max_length(model_dir))
+    tokenizer.enable_truncation(max_length(model_dir))
     padding = tokenizer.padding or {}  # keep the checkpoint's pad token, pad each batch to its longest text
     tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
     options = ort.SessionOptions()
