@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 # Hermetic: no test reaches the Hugging Face Hub (the offline paths are what the tests exercise).
@@ -46,6 +47,23 @@ def minilm_dir() -> str:
             h.update(chunk)
     assert h.hexdigest().startswith(MINILM_SHA256_PREFIX), f"unexpected MiniLM weights: {h.hexdigest()}"
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_with_prompts(minilm_dir, tmp_path_factory):
+    """``prompts -> directory``: MiniLM (its files linked) with those prompts in its
+    config_sentence_transformers.json, as e5 or bge checkpoints have."""
+
+    def make(prompts: dict[str, str]) -> str:
+        path = tmp_path_factory.mktemp("prompts") / "model"
+        path.mkdir()
+        for name in os.listdir(minilm_dir):
+            if name != "config_sentence_transformers.json":
+                os.symlink(os.path.join(minilm_dir, name), path / name)
+        (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+        return str(path)
+
+    return make
 
 
 @pytest.fixture(scope="session")

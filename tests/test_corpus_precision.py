@@ -128,18 +128,13 @@ def test_calibration_files(tmp_path, minilm_dir, enc):
     assert_at_most_one_step(read(out)[1], quantize_embeddings(enc.encode(lines), "uint8", ranges=fixed))
 
 
-def test_prompt_name(tmp_path, minilm_dir, capsys):
-    model = tmp_path / "model"
-    model.mkdir()
-    for name in os.listdir(minilm_dir):
-        if name != "config_sentence_transformers.json":
-            os.symlink(os.path.join(minilm_dir, name), model / name)
-    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "}}))
+def test_prompt_name(tmp_path, minilm_with_prompts, capsys):
+    model = minilm_with_prompts({"query": "query: "})
     lines = texts(10)
     corpus = write_txt(tmp_path / "corpus.txt", lines)
     out = tmp_path / "out"
     assert embed(corpus, "--model", model, "-o", out, "--prompt-name", "query") == 0
-    enc = load_encoder(str(model), dtype="float32", max_length=None)
+    enc = load_encoder(model, dtype="float32", max_length=None)
     np.testing.assert_allclose(read(out)[1], enc.encode(lines, prompt_name="query"), atol=1e-5)
     assert manifest(out)["settings"]["prompt"] == "query: "
     assert manifest(out)["settings"]["prompt_name"] == "query"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 
 import numpy as np
 import pytest
@@ -115,16 +113,9 @@ def test_changing_an_encoder_setting_loads_that_encoder(minilm_dir):
 
 
 @pytest.fixture(scope="module")
-def prompt_model(minilm_dir, tmp_path_factory) -> str:
-    """MiniLM with "query" and "document" prompts in its config_sentence_transformers.json (as e5 or bge have)."""
-    path = tmp_path_factory.mktemp("prompts") / "model"
-    path.mkdir()
-    for name in os.listdir(minilm_dir):
-        if name != "config_sentence_transformers.json":
-            os.symlink(os.path.join(minilm_dir, name), path / name)
-    prompts = {"query": "query: ", "document": "passage: "}
-    (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
-    return str(path)
+def prompt_model(minilm_with_prompts) -> str:
+    """MiniLM with "query" and "document" prompts (as e5 or bge have) in its config_sentence_transformers.json."""
+    return minilm_with_prompts({"query": "query: ", "document": "passage: "})
 
 
 def test_queries_and_documents_get_the_checkpoint_prompts(prompt_model):

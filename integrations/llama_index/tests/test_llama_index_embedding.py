@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 
 import numpy as np
 import pytest
@@ -154,16 +152,9 @@ def test_embed_batch_size_only_chunks_calls_and_leaves_device_steps_to_the_encod
 
 
 @pytest.fixture(scope="module")
-def prompt_model(minilm_dir, tmp_path_factory) -> str:
-    """MiniLM with "query" and "passage" prompts in its config_sentence_transformers.json (as e5 has)."""
-    path = tmp_path_factory.mktemp("prompts") / "model"
-    path.mkdir()
-    for name in os.listdir(minilm_dir):
-        if name != "config_sentence_transformers.json":
-            os.symlink(os.path.join(minilm_dir, name), path / name)
-    prompts = {"query": "query: ", "passage": "passage: "}
-    (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
-    return str(path)
+def prompt_model(minilm_with_prompts) -> str:
+    """MiniLM with "query" and "passage" prompts (as e5 has) in its config_sentence_transformers.json."""
+    return minilm_with_prompts({"query": "query: ", "passage": "passage: "})
 
 
 def test_queries_and_texts_get_the_checkpoint_prompts(prompt_model, sentence_transformer):
