@@ -35,7 +35,7 @@ from gte_jax.pooling import l2_normalize, pool, pooling_modes
 from gte_jax.prompts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES, check_prompts, first_prompt, resolve_prompt
 from gte_jax.quantization import RANGED, check_precision, quantize_embeddings
 from gte_jax.registry import Registry
-from gte_jax.tokenization import Tokenizer
+from gte_jax.tokenization import Tokenizer, lone_surrogate
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -122,14 +122,12 @@ def _check_texts(texts: object) -> tuple[list[str], bool]:
             raise TypeError(f"texts[{i}] is bytes, not str; decode it first (t.decode('utf-8')).")
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str; pass only strings (convert or drop it).")
-        if not t.isascii():
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise ValueError(
-                    f"texts[{i}] holds a lone surrogate ({t[e.start]!r} at character {e.start}), which is not "
-                    "text; decode the source with errors='replace' or drop the character."
-                ) from None
+        at = lone_surrogate(t)
+        if at is not None:
+            raise ValueError(
+                f"texts[{i}] holds a lone surrogate ({t[at]!r} at character {at}), which is not "
+                "text; decode the source with errors='replace' or drop the character."
+            )
     return texts, single
 
 

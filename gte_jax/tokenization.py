@@ -37,6 +37,18 @@ _CJK = (
 )
 
 
+def lone_surrogate(text: str) -> int | None:
+    """The index of ``text``'s first lone surrogate (a code point UTF-8 cannot encode, so no tokenizer can take
+    the text), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
 @functools.cache
 def _punctuation() -> str:
     """Characters of Unicode category P* that every Unicode version since BERT agrees on, as a regex class body."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gte_jax.similarity import truncate_rows
+from gte_jax.tokenization import lone_surrogate
 
 # JSON's names for Python's types, for messages that speak the client's language.
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
@@ -123,15 +124,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_text(text: str, field: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise RequestError(
-                f"`{field}` holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is not text; "
-                "send valid UTF-8 or replace the character",
-                param=field.split("[")[0],
-            ) from None
+    at = lone_surrogate(text)
+    if at is not None:
+        raise RequestError(
+            f"`{field}` holds a lone surrogate ({text[at]!r} at character {at}), which is not text; "
+            "send valid UTF-8 or replace the character",
+            param=field.split("[")[0],
+        )
 
 
 def _token_ids(value: list, field: str, limits: Limits) -> tuple[np.ndarray, bool]:
