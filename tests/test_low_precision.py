@@ -26,6 +26,19 @@ BOUNDS = {"bfloat16": (0.999, 0.002), "int8": (0.97, 0.005)}
 
 
 @pytest.fixture(scope="module")
+def low(minilm_dir):
+    """``dtype -> encoder`` on MiniLM, one per dtype for the module (each compiles its programs once)."""
+    made: dict[str, GTEEncoder] = {}
+
+    def get(dtype: str) -> GTEEncoder:
+        if dtype not in made:
+            made[dtype] = GTEEncoder.from_pretrained(minilm_dir, dtype=dtype)
+        return made[dtype]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def float32_sts(minilm, sts_test):
     s1, s2, gold = sts_test
     return _spearman(minilm, s1, s2, gold)
@@ -36,23 +49,23 @@ def _spearman(enc: GTEEncoder, s1: list[str], s2: list[str], gold: list[float]) 
 
 
 @pytest.mark.parametrize("dtype", list(BOUNDS))
-def test_low_precision_stays_close_to_float32(dtype, minilm, minilm_dir, sts_test, float32_sts):
-    low = GTEEncoder.from_pretrained(minilm_dir, dtype=dtype)
-    assert low.dtype == dtype and minilm.dtype == "float32"
+def test_low_precision_stays_close_to_float32(dtype, minilm, low, sts_test, float32_sts):
+    enc = low(dtype)
+    assert enc.dtype == dtype and minilm.dtype == "float32"
     min_cos, max_sts_diff = BOUNDS[dtype]
     texts = VARIED_TEXTS + sts_test[0][:300]
-    cos = np.sum(minilm.encode(texts) * low.encode(texts), axis=1)
-    rho = _spearman(low, *sts_test)
+    cos = np.sum(minilm.encode(texts) * enc.encode(texts), axis=1)
+    rho = _spearman(enc, *sts_test)
     print(f"{dtype} vs float32: min cosine {cos.min():.5f}, STS-B {rho:.5f} vs {float32_sts:.5f}")
     assert cos.min() >= min_cos
     assert abs(rho - float32_sts) <= max_sts_diff
 
 
 @pytest.mark.parametrize(("dtype", "min_cos"), [("bfloat16", 0.9999), ("int8", 0.99)])
-def test_a_text_alone_and_in_a_bulk_batch(dtype, min_cos, minilm_dir, sts_test):
+def test_a_text_alone_and_in_a_bulk_batch(dtype, min_cos, low, sts_test):
     # float32 gives the same vector whatever the padding (1e-7); int8's per-token roundings can flip when
     # padding changes the attention sums by 1e-7, so its vectors move a little with the batch (documented).
-    enc = GTEEncoder.from_pretrained(minilm_dir, dtype=dtype)
+    enc = low(dtype)
     texts = sts_test[0][:40]
     bulk = enc.encode(texts + ["a much longer text " * 30] * 100)[: len(texts)]  # other lengths, other buckets
     alone = np.stack([enc.encode(t) for t in texts])
@@ -61,18 +74,18 @@ def test_a_text_alone_and_in_a_bulk_batch(dtype, min_cos, minilm_dir, sts_test):
     assert cos.min() >= min_cos
 
 
-def test_bfloat16_weights_float32_activations_on_cpu(minilm_dir):
+def test_bfloat16_weights_float32_activations_on_cpu(low):
     # On CPU the bf16 model keeps bf16 weights (half the memory) and float32 hidden states: XLA:CPU's
     # fast bf16 dots take bf16 operands and give float32, and attention runs fastest in float32.
-    enc = GTEEncoder.from_pretrained(minilm_dir, dtype="bfloat16")
+    enc = low("bfloat16")
     layer = enc.model.layer[0]
     assert layer.intermediate.kernel.get_value().dtype == jnp.bfloat16
     ids = jnp.asarray([[101, 7592, 102]])
     assert enc.model(ids, jnp.ones_like(ids)).dtype == jnp.float32
 
 
-def test_int8_model_keeps_embeddings_and_layernorm_in_float32(minilm_dir):
-    enc = GTEEncoder.from_pretrained(minilm_dir, dtype="int8")
+def test_int8_model_keeps_embeddings_and_layernorm_in_float32(low):
+    enc = low("int8")
     assert is_quantized(enc.model)
     layer = enc.model.layer[0]
     for dense in (layer.attention.query, layer.attention.output, layer.intermediate, layer.output):
