@@ -27,7 +27,6 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from gte_jax.config import GTEConfig
 from gte_jax.hub import ModelNotFoundError, read_json, resolve_model_dir
-from gte_jax.int8 import is_quantized
 from gte_jax.modeling import BertModel
 from gte_jax.params import find_weights, map_key, read_tensors
 from gte_jax.pooling import pooling_modes
@@ -161,12 +160,8 @@ def save_pretrained(
     """
     from safetensors.numpy import save_file
 
-    quantized = (
-        is_quantized(model)
-        if isinstance(model, BertModel)
-        else any(getattr(leaf, "dtype", None) == np.int8 for leaf in jax.tree_util.tree_leaves(model))
-    )
-    if quantized:
+    state = nnx.state(model) if isinstance(model, BertModel) else model
+    if any(getattr(leaf, "dtype", None) == np.int8 for leaf in jax.tree_util.tree_leaves(state)):  # gte_jax.int8
         raise ValueError(
             "save_pretrained writes float weights, and this model's dense layers are int8 (dtype='int8'): "
             "save the model loaded with dtype='float32' instead (int8 is applied again at load)."
