@@ -14,7 +14,7 @@ import pytest
 from gte_jax.cli import main
 from gte_jax.corpus.job import load_encoder
 
-from corpus_data import read_result, texts, write_jsonl, write_txt
+from corpus_data import embed, read_result, texts, write_jsonl, write_txt
 
 SHARD = 64
 
@@ -23,10 +23,6 @@ SHARD = 64
 def enc(minilm_dir):
     """The encoder the job itself uses (GTEEncoder.shared), so programs compile once for the module."""
     return load_encoder(minilm_dir, dtype="float32", max_length=None)
-
-
-def embed(*args) -> int:
-    return main(["embed", *map(str, args), "--quiet"])
 
 
 def test_txt_corpus(tmp_path, minilm_dir, enc):

@@ -12,11 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gte_jax.cli import main
 from gte_jax.corpus.job import load_encoder
 from gte_jax.quantization import quantize_embeddings
 
-from corpus_data import texts, write_jsonl, write_txt
+from corpus_data import embed, texts, write_jsonl, write_txt
 
 SHARD = 64
 
@@ -25,10 +24,6 @@ SHARD = 64
 def enc(minilm_dir):
     """The encoder the job itself uses (GTEEncoder.shared), so programs compile once for the module."""
     return load_encoder(minilm_dir, dtype="float32", max_length=None)
-
-
-def embed(*args) -> int:
-    return main(["embed", *map(str, args), "--quiet"])
 
 
 def read(out) -> tuple[pa.Schema, np.ndarray]:
