@@ -226,14 +226,19 @@ def _recipe(args: argparse.Namespace, seed: int) -> list[str]:
     ]
 
 
+def _run_timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Runs ``cmd``, capturing its output: the process, its wall seconds and its CPU seconds."""
+    began, cpu = time.perf_counter(), _children_cpu()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return proc, time.perf_counter() - began, _children_cpu() - cpu
+
+
 def run_gte_jax(args: argparse.Namespace, seed: int, train_file: str, paired: bool = False) -> dict:
     out = os.path.join(args.work, f"gte-jax-model-{_tag(seed, paired)}")
     cmd = ["gte-jax", "train", "--model", args.model, "--data", train_file, "--loss", "cosent", "--output", out]
     cmd += [*_recipe(args, seed), "--quiet", "--save-steps", "100000", "--checkpoint-dir", out + "-checkpoints"]
     cmd += ["--no-dropout"] if paired else []
-    began, cpu = time.perf_counter(), _children_cpu()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall, cpu = time.perf_counter() - began, _children_cpu() - cpu
+    proc, wall, cpu = _run_timed(cmd)
     if proc.returncode:
         sys.exit(f"gte-jax train failed:\n{proc.stderr[-3000:]}")
     summary = re.search(r"trained (\d+) steps in ([\d.]+) s \(([\d.]+) steps/s, ([\d,]+) tokens/s\)", proc.stderr)
@@ -249,9 +254,7 @@ def run_st(args: argparse.Namespace, seed: int, paired: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--side", "st", "--work", args.work, "--model", args.model, *_recipe(args, seed)]
     cmd += ["--limit", str(args.limit)] if args.limit else []
     cmd += ["--paired"] if paired else []
-    began, cpu = time.perf_counter(), _children_cpu()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall, cpu = time.perf_counter() - began, _children_cpu() - cpu
+    proc, wall, cpu = _run_timed(cmd)
     if proc.returncode:
         sys.exit(f"the sentence-transformers side failed:\n{proc.stderr[-3000:]}")
     with open(os.path.join(args.work, f"st-{_tag(seed, paired)}.json")) as f:
