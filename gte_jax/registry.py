@@ -21,7 +21,8 @@ class Registry:
     def __init__(self, factory: Callable[..., Any]):
         self._factory = factory
         self._entries: dict[Key, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts only, never held while a model loads
+        self._loading: dict[Key, threading.Lock] = {}  # one per entry: a load blocks only its own key
 
     def key(self, name_or_path: str, **kwargs: Any) -> Key:
         """The model (a directory by its real path) and every setting, defaults filled in."""
@@ -34,9 +35,18 @@ class Registry:
         """The encoder for these arguments, built on first use."""
         key = self.key(name_or_path, **kwargs)
         with self._lock:
-            if key not in self._entries:
-                self._entries[key] = self._factory(name_or_path, **kwargs)
-            return self._entries[key]
+            if key in self._entries:
+                return self._entries[key]
+            entry_lock = self._loading.setdefault(key, threading.Lock())
+        with entry_lock:  # callers of the same key wait for one load; other keys go on
+            with self._lock:
+                if key in self._entries:
+                    return self._entries[key]
+            encoder = self._factory(name_or_path, **kwargs)
+            with self._lock:
+                self._entries[key] = encoder
+                self._loading.pop(key, None)
+            return encoder
 
     def release(self, name_or_path: str | None = None) -> int:
         """Drops the encoders of ``name_or_path`` (every setting), or all of them; returns how many.

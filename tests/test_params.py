@@ -151,3 +151,18 @@ def test_damaged_weights_name_the_file(tmp_path, tiny_torch, minilm_dir, fmt, da
         GTEEncoder.from_pretrained(model_dir)
     msg = str(err.value)
     assert path in msg and message in msg and msg.endswith("download the model again."), msg
+
+
+@pytest.mark.parametrize(("fmt", "dtype"), [("safetensors", "bfloat16"), ("safetensors", "float16"), ("bin", "bfloat16")])
+def test_half_precision_checkpoints_load(tmp_path, tiny_torch, minilm_dir, fmt, dtype):
+    """Many fine-tuned checkpoints are stored in bf16: they load, and give transformers' float32 vectors."""
+    import copy
+
+    import torch
+
+    half = copy.deepcopy(tiny_torch).to(getattr(torch, dtype))
+    out = write_checkpoint(half, str(tmp_path / f"{fmt}-{dtype}"), minilm_dir, fmt)
+    vectors = GTEEncoder.from_pretrained(out).encode(TEXTS)
+    assert np.abs(vectors - _reference(out)).max() <= 1e-5
+    bf16 = GTEEncoder.from_pretrained(out, dtype="bfloat16").encode(TEXTS)  # runs in the dtype asked for
+    assert np.min(np.sum(bf16 * vectors, axis=1)) > 0.999
