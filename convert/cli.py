@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 
-from gte_jax.hub import METADATA_FILES
+from gte_jax.hub import METADATA_FILES, module_config_files
 
 # The model directory's files besides the weights, copied verbatim, with its card and licence.
 COPIED_FILES = [*METADATA_FILES, "config_sentence_transformers.json", "README.md", "LICENSE"]
@@ -47,7 +47,7 @@ def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
     try:
         tmp = os.path.join(work, "model")
         os.mkdir(tmp)  # unlike mkdtemp's 0700, the usual permissions for the final directory
-        for name in COPIED_FILES:
+        for name in dict.fromkeys(COPIED_FILES + module_config_files(src_dir)):
             path = os.path.join(src_dir, name)
             if os.path.isfile(path):
                 os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)

@@ -32,6 +32,23 @@ METADATA_FILES = [
 ]
 
 
+def module_config_files(model_dir: str) -> list[str]:
+    """The ``config.json`` of each module folder that ``modules.json`` names (``1_Pooling`` or another name).
+
+    A malformed ``modules.json`` gives none here; reading the sentence settings reports it.
+    """
+    path = os.path.join(model_dir, "modules.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            modules = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(modules, list):
+        return []
+    folders = [m.get("path") for m in modules if isinstance(m, dict)]
+    return [f"{folder}/config.json" for folder in folders if isinstance(folder, str) and folder.strip("./")]
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The model is neither a local directory nor reachable (or cached) on the Hub."""
 
@@ -67,6 +84,9 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
         local = fetch([FLAX_WEIGHTS, SAFE_WEIGHTS, SAFE_INDEX, "model-*.safetensors"])
         if not any(os.path.exists(os.path.join(local, f)) for f in (FLAX_WEIGHTS, SAFE_WEIGHTS, SAFE_INDEX)):
             local = fetch([TORCH_WEIGHTS, TORCH_INDEX, "pytorch_model-*.bin"])
+        modules = [f for f in module_config_files(local) if not os.path.exists(os.path.join(local, f))]
+        if modules:  # a Pooling folder under another name than 1_Pooling: known only once modules.json is in
+            local = fetch(modules)
     except (OSError, ValueError, HFValidationError) as e:  # hub errors subclass these
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelNotFoundError(

@@ -127,3 +127,24 @@ def test_runtime_package_never_imports_torch(minilm_dir):
         "assert 'torch' not in sys.modules, 'gte_jax imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_convert_copies_a_pooling_folder_under_another_name(tiny_dir, tmp_path):
+    """modules.json may name its Pooling folder anything: convert copies that folder, so CLS pooling survives."""
+    from gte_jax import GTEEncoder
+    from gte_jax.hub import module_config_files
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_dir, src)
+    os.makedirs(src / "pooling_cls")
+    (src / "pooling_cls" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode": "cls"}))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "pooling_cls", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (src / "modules.json").write_text(json.dumps(modules))
+    assert module_config_files(str(src)) == ["pooling_cls/config.json"]
+    from gte_jax_convert.cli import convert
+
+    out = convert(str(src), str(tmp_path / "out"), verify=False, log=lambda *_: None)
+    assert GTEEncoder.from_pretrained(out).pooling == GTEEncoder.from_pretrained(str(src)).pooling == "cls"
