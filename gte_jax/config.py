@@ -109,6 +109,11 @@ class GTEConfig:
         if not isinstance(hf, dict):
             source = os.fspath(hf)
             hf = _read_json_object(source)
+        return cls.from_hf_dict(hf, source)
+
+    @classmethod
+    def from_hf_dict(cls, hf: dict[str, Any], source: str = "config") -> GTEConfig:
+        """:meth:`from_hf_config` for a ``config.json`` already read; ``source`` names it in errors."""
         model_type = hf.get("model_type", "bert")
         if model_type not in _SUPPORTED_MODEL_TYPES:
             raise ConfigError(

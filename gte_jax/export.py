@@ -1,8 +1,8 @@
 """NNX state -> a sentence-transformers model folder with Hugging Face BERT names.
 
-The inverse of ``params.py``: a table from NNX paths to Hugging Face keys with the inverse
-transforms, checked against :func:`gte_jax.params.map_key` on every export, so that a saved
-folder loads back into exactly the same parameters. The folder is what ``SentenceTransformer(DIR)``,
+The family's conversion rules (:mod:`gte_jax.models.rules`) read backwards, each key checked to
+load back onto the parameter it came from, so that a saved folder loads into exactly the same
+parameters. The folder is what ``SentenceTransformer(DIR)``,
 ``transformers.AutoModel.from_pretrained(DIR)`` and ``GTEEncoder.from_pretrained(DIR)`` all read:
 ``model.safetensors`` (float32), ``config.json``, the tokenizer files, ``modules.json``,
 ``1_Pooling/config.json``, ``sentence_bert_config.json`` and ``config_sentence_transformers.json``
@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -28,60 +27,13 @@ from tokenizers import Tokenizer as HFTokenizer
 from gte_jax.config import GTEConfig
 from gte_jax.hub import ModelNotFoundError, read_json, resolve_model_dir
 from gte_jax.modeling import BertModel
-from gte_jax.params import find_weights, map_key, read_tensors
+from gte_jax.models.family import Family
+from gte_jax.params import find_weights, read_tensors
 from gte_jax.pooling import pooling_modes
 from gte_jax.tokenization import Tokenizer
 
 if TYPE_CHECKING:
     from gte_jax.encoder import GTEEncoder
-
-Transform = Callable[[np.ndarray, GTEConfig], np.ndarray]
-
-
-def _identity(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:
-    return t
-
-
-def _linear(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [in, out] -> torch Linear's [out, in]
-    return t.T
-
-
-def _qkv_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [D, N, H] -> [N*H, D]
-    return t.reshape(cfg.hidden_size, -1).T
-
-
-def _qkv_bias(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N, H] -> [N*H]
-    return t.reshape(-1)
-
-
-def _attn_out_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N, H, D] -> [D, N*H]
-    return t.reshape(-1, cfg.hidden_size).T
-
-
-_L = r"layer\.(\d+)\."
-_E = r"encoder.layer.\1."
-
-# NNX path -> (Hugging Face key template, transform): KEY_MAP in params.py, read backwards.
-EXPORT_MAP: dict[str, tuple[str, Transform]] = {
-    r"embeddings\.word_embeddings\.embedding": ("embeddings.word_embeddings.weight", _identity),
-    r"embeddings\.position_embeddings\.embedding": ("embeddings.position_embeddings.weight", _identity),
-    r"embeddings\.token_type_embeddings\.embedding": ("embeddings.token_type_embeddings.weight", _identity),
-    r"embeddings\.LayerNorm\.scale": ("embeddings.LayerNorm.weight", _identity),
-    r"embeddings\.LayerNorm\.bias": ("embeddings.LayerNorm.bias", _identity),
-    _L + r"attention\.(query|key|value)\.kernel": (_E + r"attention.self.\2.weight", _qkv_kernel),
-    _L + r"attention\.(query|key|value)\.bias": (_E + r"attention.self.\2.bias", _qkv_bias),
-    _L + r"attention\.output\.kernel": (_E + "attention.output.dense.weight", _attn_out_kernel),
-    _L + r"attention\.output\.bias": (_E + "attention.output.dense.bias", _identity),
-    _L + r"attention_LayerNorm\.scale": (_E + "attention.output.LayerNorm.weight", _identity),
-    _L + r"attention_LayerNorm\.bias": (_E + "attention.output.LayerNorm.bias", _identity),
-    _L + r"intermediate\.kernel": (_E + "intermediate.dense.weight", _linear),
-    _L + r"intermediate\.bias": (_E + "intermediate.dense.bias", _identity),
-    _L + r"output\.kernel": (_E + "output.dense.weight", _linear),
-    _L + r"output\.bias": (_E + "output.dense.bias", _identity),
-    _L + r"output_LayerNorm\.scale": (_E + "output.LayerNorm.weight", _identity),
-    _L + r"output_LayerNorm\.bias": (_E + "output.LayerNorm.bias", _identity),
-}
-_COMPILED = [(re.compile(k + "$"), v) for k, v in EXPORT_MAP.items()]
 
 # gte_jax pooling mode -> the sentence-transformers Pooling config key that turns it on (the classic keys).
 _POOLING_KEYS = {
@@ -98,14 +50,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 _PASSTHROUGH = re.compile(r"^(bert\.)?pooler\.")
 
 
-def _export_key(path: str) -> tuple[str, Transform]:
-    for pattern, (template, transform) in _COMPILED:
-        m = pattern.match(path)
-        if m:
-            return m.expand(template), transform
-    raise ValueError(f"parameter {path} has no Hugging Face BERT name; it cannot be exported.")
-
-
 def hf_tensors(model: BertModel | nnx.State, cfg: GTEConfig) -> dict[str, np.ndarray]:
     """The parameters as float32 Hugging Face ``BertModel`` tensors (keys without a ``bert.`` prefix).
 
@@ -117,14 +61,21 @@ def hf_tensors(model: BertModel | nnx.State, cfg: GTEConfig) -> dict[str, np.nda
         ValueError: a parameter has no Hugging Face name (a module this exporter does not know).
     """
     state = nnx.state(model) if isinstance(model, BertModel) else model
+    conversion = _bert_family().conversion
     out: dict[str, np.ndarray] = {}
     for keys, var in nnx.to_flat_state(state):
         path = ".".join(map(str, keys))
-        key, transform = _export_key(path)
-        mapped = map_key(key)
-        assert mapped is not None and mapped[0] == path, f"export table disagrees with params.KEY_MAP on {key}"
-        out[key] = np.ascontiguousarray(transform(np.asarray(var.get_value(), dtype=np.float32), cfg))
+        key, tensor = conversion.to_hf(path, np.asarray(var.get_value(), dtype=np.float32), cfg)
+        if conversion.nnx_path(key) != [path]:  # the table read backwards must land where it started
+            raise ValueError(f"the conversion rules map {path} to {key}, which loads into {conversion.nnx_path(key)}")
+        out[key] = tensor
     return out
+
+
+def _bert_family() -> Family:
+    from gte_jax.models.bert import FAMILY
+
+    return FAMILY
 
 
 def save_pretrained(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 from collections.abc import Callable, Iterator
 
 import jax
@@ -23,80 +22,22 @@ from jax.typing import DTypeLike
 from gte_jax.config import GTEConfig
 from gte_jax.hub import FLAX_WEIGHTS, WEIGHT_FILES
 from gte_jax.modeling import BertModel
+from gte_jax.models.family import Family
 
 
 class CheckpointError(ValueError):
     """A checkpoint does not fit the model; the message lists every problem."""
 
 
-Transform = Callable[[np.ndarray, GTEConfig], np.ndarray]
+def map_key(hf_key: str, family: Family | None = None) -> list[str] | None:
+    """The NNX path(s) a checkpoint key loads into (several for a fused tensor), or None if it has none."""
+    return (family or _bert()).conversion.nnx_path(hf_key)
 
 
-def _identity(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:
-    return t
+def _bert() -> Family:
+    from gte_jax.models.bert import FAMILY
 
-
-def _linear(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # torch Linear stores [out, in]
-    return t.T
-
-
-def _qkv_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N*H, D] -> [D, N, H]
-    return t.T.reshape(cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim)
-
-
-def _qkv_bias(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [N*H] -> [N, H]
-    return t.reshape(cfg.num_attention_heads, cfg.head_dim)
-
-
-def _attn_out_kernel(t: np.ndarray, cfg: GTEConfig) -> np.ndarray:  # [D, N*H] -> [N, H, D]
-    return t.T.reshape(cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size)
-
-
-_LN = r"LayerNorm\.(?:weight|gamma)"  # old TF-converted checkpoints say gamma/beta
-_LN_B = r"LayerNorm\.(?:bias|beta)"
-_L = r"encoder\.layer\.(\d+)\."
-
-# Hugging Face key (after any "bert." prefix) -> (NNX path template, transform).
-KEY_MAP: dict[str, tuple[str, Transform]] = {
-    r"embeddings\.word_embeddings\.weight": ("embeddings.word_embeddings.embedding", _identity),
-    r"embeddings\.position_embeddings\.weight": ("embeddings.position_embeddings.embedding", _identity),
-    r"embeddings\.token_type_embeddings\.weight": ("embeddings.token_type_embeddings.embedding", _identity),
-    rf"embeddings\.{_LN}": ("embeddings.LayerNorm.scale", _identity),
-    rf"embeddings\.{_LN_B}": ("embeddings.LayerNorm.bias", _identity),
-    _L + r"attention\.self\.(query|key|value)\.weight": (r"layer.\1.attention.\2.kernel", _qkv_kernel),
-    _L + r"attention\.self\.(query|key|value)\.bias": (r"layer.\1.attention.\2.bias", _qkv_bias),
-    _L + r"attention\.output\.dense\.weight": (r"layer.\1.attention.output.kernel", _attn_out_kernel),
-    _L + r"attention\.output\.dense\.bias": (r"layer.\1.attention.output.bias", _identity),
-    _L + rf"attention\.output\.{_LN}": (r"layer.\1.attention_LayerNorm.scale", _identity),
-    _L + rf"attention\.output\.{_LN_B}": (r"layer.\1.attention_LayerNorm.bias", _identity),
-    _L + r"intermediate\.dense\.weight": (r"layer.\1.intermediate.kernel", _linear),
-    _L + r"intermediate\.dense\.bias": (r"layer.\1.intermediate.bias", _identity),
-    _L + r"output\.dense\.weight": (r"layer.\1.output.kernel", _linear),
-    _L + r"output\.dense\.bias": (r"layer.\1.output.bias", _identity),
-    _L + rf"output\.{_LN}": (r"layer.\1.output_LayerNorm.scale", _identity),
-    _L + rf"output\.{_LN_B}": (r"layer.\1.output_LayerNorm.bias", _identity),
-}
-_COMPILED = [(re.compile(k + "$"), v) for k, v in KEY_MAP.items()]
-
-# Present in BERT checkpoints, not used for embeddings.
-IGNORED_KEYS = [
-    re.compile(p)
-    for p in (
-        r"^(bert\.)?embeddings\.position_ids$",
-        r"^(bert\.)?pooler\.",
-        r"^cls\.",  # masked-LM / next-sentence heads
-    )
-]
-
-
-def map_key(hf_key: str) -> tuple[str, Transform] | None:
-    """The NNX path and transform for a Hugging Face key, or None if it has none."""
-    key = hf_key.removeprefix("bert.")
-    for pattern, (template, transform) in _COMPILED:
-        m = pattern.match(key)
-        if m:
-            return m.expand(template), transform
-    return None
+    return FAMILY
 
 
 def find_weights(model_dir: str) -> str:
@@ -201,11 +142,16 @@ def read_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def abstract_model(
-    cfg: GTEConfig, dtype: DTypeLike = jnp.float32, attention_impl: str = "einsum", act_dtype: DTypeLike | None = None
+    cfg: GTEConfig,
+    dtype: DTypeLike = jnp.float32,
+    attention_impl: str = "einsum",
+    act_dtype: DTypeLike | None = None,
+    family: Family | None = None,
 ) -> BertModel:
     """The model's structure with shapes and dtypes but no memory (``nnx.eval_shape``)."""
+    build = (family or _bert()).build
     return nnx.eval_shape(
-        lambda: BertModel(cfg, dtype=dtype, act_dtype=act_dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0))
+        lambda: build(cfg, dtype=dtype, act_dtype=act_dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0))
     )
 
 
@@ -217,6 +163,7 @@ def load_model(
     act_dtype: DTypeLike | None = None,
     attention_impl: str = "einsum",
     sharding: Callable[[str], jax.sharding.Sharding] | None = None,
+    family: Family | None = None,
 ) -> BertModel:
     """Builds a :class:`BertModel` with the weights in ``weights_path``.
 
@@ -228,51 +175,50 @@ def load_model(
         act_dtype: the hidden states' dtype (see :class:`BertModel`).
         attention_impl: see :mod:`gte_jax.attention`.
         sharding: maps an NNX path to the parameter's sharding (default device when None).
+        family: the model family (its module and conversion rules); BERT when None.
 
     Raises:
         CheckpointError: listing every missing, unexpected or mis-shaped tensor.
     """
-    graphdef, abstract = nnx.split(abstract_model(cfg, dtype, attention_impl, act_dtype))
+    family = family or _bert()
+    conversion = family.conversion
+    graphdef, abstract = nnx.split(abstract_model(cfg, dtype, attention_impl, act_dtype, family))
     targets = {".".join(map(str, path)): var for path, var in nnx.to_flat_state(abstract)}
     native = os.path.basename(weights_path) == FLAX_WEIGHTS
     values: dict[str, jax.Array] = {}
     errors: list[str] = []
     seen: set[str] = set()  # paths with a tensor, loaded or not: not also reported missing
     for key, tensor in read_tensors(weights_path):
-        mapped: tuple[str, Transform] | None
-        if native:
-            mapped = (key, _identity)
-        elif any(p.search(key) for p in IGNORED_KEYS):
+        if not native and conversion.is_ignored(key):
             continue
-        else:
-            mapped = map_key(key)
-        if mapped is None or mapped[0] not in targets:
+        paths = [key] if native else conversion.nnx_path(key)
+        if paths is None or any(p not in targets for p in paths):
             errors.append(f"unexpected key {key!r}")
             continue
-        path, transform = mapped
-        target = targets[path]
-        if path in seen:
-            errors.append(f"{key!r} is given twice (for {path})")
+        if seen.intersection(paths):
+            errors.append(f"{key!r} is given twice (for {', '.join(sorted(seen.intersection(paths)))})")
             continue
-        seen.add(path)
+        seen.update(paths)
         if not jnp.issubdtype(tensor.dtype, jnp.floating):  # numpy's own test misses ml_dtypes' bfloat16
             errors.append(f"{key!r} has dtype {tensor.dtype}, expected a float tensor")
             continue
         try:
-            array = transform(tensor, cfg)
+            arrays = [(key, tensor)] if native else conversion.to_nnx(key, tensor, cfg) or []
         except ValueError:  # a reshape that cannot fit
-            array = None
-        if array is None or tuple(array.shape) != tuple(target.shape):
-            errors.append(
-                f"{key!r} has shape {tuple(tensor.shape)}, which does not fit {path} of shape {tuple(target.shape)}"
-            )
+            arrays = []
+        fits = [(p, a) for p, a in arrays if tuple(a.shape) == tuple(targets[p].shape)]
+        if len(fits) != len(paths) or not arrays:
+            want = ", ".join(f"{p} of shape {tuple(targets[p].shape)}" for p in paths)
+            errors.append(f"{key!r} has shape {tuple(tensor.shape)}, which does not fit {want}")
             continue
-        placement = sharding(path) if sharding is not None else None
-        values[path] = jax.device_put(np.asarray(array, dtype=target.dtype), placement)
+        for path, array in arrays:
+            placement = sharding(path) if sharding is not None else None
+            values[path] = jax.device_put(np.asarray(array, dtype=targets[path].dtype), placement)
     errors += [f"missing key for {path} (shape {tuple(targets[path].shape)})" for path in targets if path not in seen]
     if errors:
         raise CheckpointError(
-            f"{weights_path} does not fit a BERT model of {cfg} ({len(errors)} problems):\n  " + "\n  ".join(errors)
+            f"{weights_path} does not fit a {family.name} model of {cfg} ({len(errors)} problems):\n  "
+            + "\n  ".join(errors)
         )
     for keys, var in nnx.to_flat_state(abstract):
         var.set_value(values[".".join(map(str, keys))])

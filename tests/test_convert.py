@@ -137,7 +137,9 @@ def test_convert_copies_a_pooling_folder_under_another_name(tiny_dir, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_dir, src)
     os.makedirs(src / "pooling_cls")
-    (src / "pooling_cls" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode": "cls"}))
+    (src / "pooling_cls" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode": "cls"})
+    )
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "pooling_cls", "type": "sentence_transformers.models.Pooling"},

@@ -153,7 +153,9 @@ def test_damaged_weights_name_the_file(tmp_path, tiny_torch, minilm_dir, fmt, da
     assert path in msg and message in msg and msg.endswith("download the model again."), msg
 
 
-@pytest.mark.parametrize(("fmt", "dtype"), [("safetensors", "bfloat16"), ("safetensors", "float16"), ("bin", "bfloat16")])
+@pytest.mark.parametrize(
+    ("fmt", "dtype"), [("safetensors", "bfloat16"), ("safetensors", "float16"), ("bin", "bfloat16")]
+)
 def test_half_precision_checkpoints_load(tmp_path, tiny_torch, minilm_dir, fmt, dtype):
     """Many fine-tuned checkpoints are stored in bf16: they load, and give transformers' float32 vectors."""
     import copy

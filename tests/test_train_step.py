@@ -14,7 +14,7 @@ from flax import nnx
 
 from gte_jax import GTEEncoder
 from gte_jax.loading import load
-from gte_jax.params import map_key
+from gte_jax.models.bert import FAMILY as BERT
 from gte_jax.sharding import default_mesh
 from gte_jax.train.losses import GTE_DIRECTIONS
 from gte_jax.train.step import StepOptions, Trainer, make_loss
@@ -70,9 +70,9 @@ def test_gradients_equal_sentence_transformers(minilm: GTEEncoder, minilm_dir):
     assert abs(float(loss) - reference.item()) <= 1e-5 * abs(reference.item())
     expected = {}
     for name, param in st[0].auto_model.named_parameters():
-        mapped = map_key(name)
-        if mapped is not None and param.grad is not None:  # the pooler: no gradient, no NNX parameter
-            expected[mapped[0]] = mapped[1](param.grad.numpy(), minilm.config)
+        mapped = BERT.conversion.to_nnx(name, param.grad.numpy(), minilm.config) if param.grad is not None else None
+        if mapped is not None:  # the pooler: no gradient, no NNX parameter
+            expected.update(mapped)
     assert expected.keys() == grads.keys()
     # Relative to the tensor's gradient, or to a thousandth of the whole gradient for tensors whose gradient is
     # (mathematically) zero: the key biases shift every score of a softmax row alike, so both sides give noise.

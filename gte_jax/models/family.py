@@ -1,0 +1,71 @@
+"""What the rest of gte_jax needs to know about a model family, in one small interface.
+
+The encoder, runners, sharding, training, export, int8 and the corpus job never name an
+architecture: they ask the checkpoint's :class:`Family` (chosen from ``config.json`` by
+:func:`gte_jax.models.family_for`) for its config, module, conversion rules and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import jax
+from flax import nnx
+from jax.sharding import PartitionSpec
+from jax.typing import DTypeLike
+
+from gte_jax.models.rules import Conversion
+
+
+class Encoder(Protocol):
+    """The module every family builds: token ids in, last hidden states out."""
+
+    config: Any
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        *,
+        rngs: nnx.Rngs | jax.Array | None = None,
+        remat: bool = False,
+    ) -> jax.Array: ...
+
+
+class BuildModule(Protocol):
+    def __call__(
+        self, cfg: Any, *, dtype: DTypeLike, act_dtype: DTypeLike | None, attention_impl: str, rngs: nnx.Rngs
+    ) -> Any: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A model architecture as gte_jax runs it.
+
+    Attributes:
+        name: the family's name (``"bert"``, ``"gte"``, ``"modernbert"``), its folder in ``gte_jax/models``.
+        model_types: the ``config.json`` ``model_type`` values it runs (the hub's and transformers' names).
+        read_config: ``(config.json dict, source name) -> config``; raises ``ConfigError`` naming the
+            source and field, also for options that change the maths and are not implemented.
+        write_config: ``config -> config.json`` for transformers' native class (what export writes).
+        build: the NNX module from a config (random weights until loaded).
+        conversion: the checkpoint <-> NNX rules, used by loading and export alike.
+        param_specs: tensor-parallel partition specs by NNX path regex (``model`` axis); others replicate.
+        dense_layers: yields ``(parent, attribute)`` of each dense layer int8 quantisation replaces.
+        default_pooling: pooling when the checkpoint has no sentence-transformers files.
+        token_types: whether the module reads token-type ids (sentence pairs); otherwise they are not passed.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    read_config: Callable[[dict[str, Any], str], Any]
+    write_config: Callable[[Any], dict[str, Any]]
+    build: BuildModule
+    conversion: Conversion
+    param_specs: Sequence[tuple[str, PartitionSpec]]
+    dense_layers: Callable[[Any], Iterator[tuple[Any, str]]]
+    default_pooling: str = "mean"
+    token_types: bool = True
