@@ -87,7 +87,7 @@ def einsum_attention(
 
     Args:
         q, k, v: ``[batch, tokens, heads, head_dim]``.
-        mask: ``[batch, tokens]``, true (or 1) for real key tokens.
+        mask: ``[batch, tokens]``, true (or 1) for real key tokens (or ``[batch, 1, tokens, tokens]``).
         precision: passed to every matmul (``HIGHEST`` for float32 parity on TPU and GPU).
         dropout: train mode only: which probabilities to drop.
 
@@ -95,7 +95,8 @@ def einsum_attention(
         ``[batch, tokens, heads, head_dim]`` in ``q``'s dtype.
     """
     scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, precision=precision, preferred_element_type=jnp.float32)
-    probs = _masked_softmax(scores * _scale(q), mask[:, None, None, :])  # [B, N, T, S]
+    full = mask if mask.ndim == 4 else mask[:, None, None, :]  # a [B, 1, T, S] mask from attention(window=)
+    probs = _masked_softmax(scores * _scale(q), full)  # [B, N, T, S]
     if dropout is not None:
         probs = _drop(probs, dropout.keep, dropout.rate)
     probs = probs.astype(v.dtype)
@@ -268,11 +269,14 @@ def attention(
     precision: PrecisionLike = None,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    window: int | None = None,
 ) -> jax.Array:
     """Runs the attention kernel named ``impl`` (one of :data:`ATTENTION_IMPLS`).
 
     With a PRNG key ``dropout_rng`` and ``dropout_rate > 0`` (train mode), each attention
     probability is dropped with that rate; otherwise the kernel runs exactly as in eval mode.
+    With ``window`` (sliding-window layers, ModernBERT's ``local_attention``), the query at
+    position ``i`` sees only the keys ``j`` with ``|i - j| <= window // 2``.
     """
     try:
         fn = _IMPLS[impl]
@@ -283,4 +287,16 @@ def attention(
         B, T, N, _ = q.shape
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, (B, N, T, k.shape[1]))  # [B, N, T, S]
         dropout = ProbsDropout(keep, dropout_rate)
+    if window is not None:  # a [B, 1, T, S] band mask: the reference kernel, whatever impl was asked for
+        T, S = q.shape[1], k.shape[1]
+        offsets = jnp.arange(S)[None, :] - jnp.arange(T)[:, None]  # [T, S]
+        band = jnp.abs(offsets) <= window // 2
+        full = mask.astype(bool)[:, None, None, :] & band[None, None]  # [B, 1, T, S]
+        return einsum_attention(q, k, v, full, precision=precision, dropout=dropout)
+    if window is not None:  # a [B, 1, T, S] band mask: the reference kernel, whatever impl was asked for
+        T, S = q.shape[1], k.shape[1]
+        offsets = jnp.arange(S)[None, :] - jnp.arange(T)[:, None]  # [T, S]
+        band = jnp.abs(offsets) <= window // 2
+        full = mask.astype(bool)[:, None, None, :] & band[None, None]  # [B, 1, T, S]
+        return einsum_attention(q, k, v, full, precision=precision, dropout=dropout)
     return fn(q, k, v, mask, precision=precision, dropout=dropout)
