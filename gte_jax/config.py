@@ -108,7 +108,7 @@ class GTEConfig:
         source = "config"
         if not isinstance(hf, dict):
             source = os.fspath(hf)
-            hf = _read_json_object(source)
+            hf = read_json_object(source)
         return cls.from_hf_dict(hf, source)
 
     @classmethod
@@ -143,7 +143,12 @@ class GTEConfig:
         }
 
 
-def _read_json_object(path: str) -> dict[str, Any]:
+def read_json_object(path: str) -> dict[str, Any]:
+    """A ``config.json`` as a dict.
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8 JSON, or not an object (the message names it).
+    """
     try:
         with open(path, encoding="utf-8") as f:
             hf = json.load(f)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gte_jax.modeling import BertModel, Einsum
+from gte_jax.modeling import Einsum
 
 _QMAX = 127.0
 
@@ -77,29 +77,24 @@ class Int8Einsum(nnx.Module):
         return acc.astype(jnp.float32) * scale + self.bias[...]
 
 
-def quantize_linear(model: BertModel) -> BertModel:
-    """Replaces every dense layer of ``model`` (Q, K, V, attention output, FFN in and out) with
-    an :class:`Int8Einsum`, in place; returns ``model``. Embeddings and LayerNorms stay float.
+def quantize_linear(model: nnx.Module) -> nnx.Module:
+    """Replaces every dense layer of ``model`` (those its family names: for BERT Q, K, V, attention
+    output, FFN in and out) with an :class:`Int8Einsum`, in place; returns ``model``. Embeddings and
+    LayerNorms stay float.
 
     Raises:
         ValueError: the model is already quantised.
     """
-    for layer in model.layer:
-        for parent, name in (
-            (layer.attention, "query"),
-            (layer.attention, "key"),
-            (layer.attention, "value"),
-            (layer.attention, "output"),
-            (layer, "intermediate"),
-            (layer, "output"),
-        ):
-            dense = getattr(parent, name)
-            if not isinstance(dense, Einsum):
-                raise ValueError(f"the model's {name} layer is already {type(dense).__name__}; quantise a float model.")
-            setattr(parent, name, Int8Einsum.from_float(dense))
+    from gte_jax.models import family_of
+
+    for parent, name in family_of(getattr(model, "config", None)).dense_layers(model):
+        dense = getattr(parent, name)
+        if not isinstance(dense, Einsum):
+            raise ValueError(f"the model's {name} layer is already {type(dense).__name__}; quantise a float model.")
+        setattr(parent, name, Int8Einsum.from_float(dense))
     return model
 
 
-def is_quantized(model: BertModel) -> bool:
+def is_quantized(model: nnx.Module) -> bool:
     """Whether ``model``'s dense layers are int8 (:func:`quantize_linear`)."""
-    return isinstance(model.layer[0].intermediate, Int8Einsum)
+    return any(isinstance(node, Int8Einsum) for _, node in nnx.iter_graph(model))

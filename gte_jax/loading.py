@@ -11,12 +11,13 @@ from jax.sharding import Mesh
 
 from gte_jax import sharding
 from gte_jax.attention import default_impl
-from gte_jax.config import GTEConfig
 from gte_jax.cpu_features import warn_if_slow
 from gte_jax.dtypes import DTYPES
 from gte_jax.hub import resolve_model_dir
 from gte_jax.int8 import quantize_linear
 from gte_jax.modeling import BertModel, default_act_dtype
+from gte_jax.models import read_config
+from gte_jax.models.family import Family
 from gte_jax.params import check_vocab, find_weights, load_model
 from gte_jax.sentence_config import SentenceConfig, read_sentence_config
 from gte_jax.tokenization import Tokenizer
@@ -33,6 +34,7 @@ class Loaded:
     tokenizer: Tokenizer
     sentence: SentenceConfig
     model_dir: str
+    family: Family
 
     @property
     def pooling(self) -> str:
@@ -61,8 +63,9 @@ def load(
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of the names {DTYPES}.")
     model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
-    config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
-    sentence = read_sentence_config(model_dir)  # before the weights: an unsupported module fails fast
+    family, config = read_config(model_dir)
+    # before the weights: an unsupported module fails fast
+    sentence = read_sentence_config(model_dir, default_pooling=family.default_pooling)
     limit = config.max_position_embeddings
     if max_length is None:
         max_length = min(sentence.max_seq_length or limit, limit)
@@ -80,8 +83,9 @@ def load(
         dtype=_PARAM_DTYPES[dtype],
         act_dtype=default_act_dtype(_PARAM_DTYPES[dtype], platform),
         attention_impl=attention_impl or default_impl(platform),
-        sharding=functools.partial(sharding.param_sharding, mesh),
+        sharding=functools.partial(sharding.param_sharding, mesh, specs=family.param_specs),
+        family=family,
     )
     if dtype == "int8":
         quantize_linear(model)
-    return Loaded(model, tokenizer, sentence, model_dir)
+    return Loaded(model, tokenizer, sentence, model_dir, family)

@@ -205,6 +205,7 @@ class BertModel(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.config = cfg
+        self.attention_impl = attention_impl
         act_dtype = dtype if act_dtype is None else act_dtype
         self.embeddings = Embeddings(cfg, dtype=dtype, act_dtype=act_dtype, rngs=rngs)
         self.layer = nnx.List(

@@ -52,15 +52,16 @@ class SentenceConfig:
     truncate_dim: int | None = None
 
 
-def read_sentence_config(model_dir: str) -> SentenceConfig:
-    """The settings of ``model_dir``'s sentence-transformers files; defaults for the files it lacks.
+def read_sentence_config(model_dir: str, default_pooling: str = "mean") -> SentenceConfig:
+    """The settings of ``model_dir``'s sentence-transformers files; defaults for the files it lacks
+    (``default_pooling``, the model family's, when it has no Pooling config).
 
     Raises:
         ConfigError: a file is malformed, names a module or pooling mode gte_jax does not run, or a
             setting has the wrong type; the message names the file and key.
     """
     folder, normalize = _modules(model_dir)
-    pooling, include_prompt = _pooling(model_dir, folder)
+    pooling, include_prompt = _pooling(model_dir, folder, default_pooling)
     st = _object(model_dir, "config_sentence_transformers.json")
     where = f"{model_dir}/config_sentence_transformers.json"
     prompts = st.get("prompts") or {}
@@ -129,11 +130,13 @@ def _modules(model_dir: str) -> tuple[str, bool]:
     return folder, normalize
 
 
-def _pooling(model_dir: str, folder: str) -> tuple[str, bool]:
+def _pooling(model_dir: str, folder: str, default: str) -> tuple[str, bool]:
     """The pooling mode string and ``include_prompt`` of the Pooling module's ``config.json``."""
     name = os.path.join(folder, "config.json")
     where = f"{model_dir}/{name}"
     cfg = _object(model_dir, name)
+    if not cfg:
+        return default, True
     if "pooling_mode" in cfg:
         value = cfg["pooling_mode"]
         modes = [value] if isinstance(value, str) else value

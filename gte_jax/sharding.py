@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -11,17 +12,6 @@ from jax.sharding import PartitionSpec as P
 
 DATA = "data"
 MODEL = "model"
-
-# Tensor parallelism (Megatron style) over a ``model`` mesh axis, by NNX parameter path:
-# heads and the FFN's inner dimension are split; embeddings, LayerNorms and output biases are copied.
-PARAM_SPECS = [
-    (r"attention\.(query|key|value)\.kernel$", P(None, MODEL, None)),  # [D, N, H]
-    (r"attention\.(query|key|value)\.bias$", P(MODEL, None)),  # [N, H]
-    (r"attention\.output\.kernel$", P(MODEL, None, None)),  # [N, H, D]
-    (r"intermediate\.kernel$", P(None, MODEL)),  # [D, F]
-    (r"intermediate\.bias$", P(MODEL)),  # [F]
-    (r"\d+\.output\.kernel$", P(MODEL, None)),  # [F, D]
-]
 
 
 def default_mesh() -> Mesh:
@@ -39,10 +29,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def param_sharding(mesh: Mesh, path: str) -> NamedSharding:
-    """Where the parameter at NNX ``path`` lives: split over ``model`` if the mesh has it, else replicated."""
+def param_sharding(mesh: Mesh, path: str, specs: Sequence[tuple[str, P]]) -> NamedSharding:
+    """Where the parameter at NNX ``path`` lives: split over ``model`` as the family's ``specs``
+    (``(path regex, PartitionSpec)`` pairs, :attr:`gte_jax.models.family.Family.param_specs`) say
+    if the mesh has that axis, else replicated."""
     if MODEL in mesh.axis_names:
-        for pattern, spec in PARAM_SPECS:
+        for pattern, spec in specs:
             if re.search(pattern, path):
                 return NamedSharding(mesh, spec)
     return replicated(mesh)

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from gte_jax import GTEConfig, GTEEncoder, sharding
+from gte_jax.models.bert import FAMILY as BERT
 
 from processes import cpu_env, free_port
 
@@ -107,7 +108,7 @@ def test_warmup_covers_what_two_processes_run(minilm_dir, tmp_path):
 def test_every_tensor_parallel_spec_matches_parameters_of_each_preset(preset):
     # A renamed module would otherwise fall back to replication without a word.
     paths = _param_paths(getattr(GTEConfig, preset)())
-    for pattern, spec in sharding.PARAM_SPECS:
+    for pattern, spec in BERT.param_specs:
         assert any(re.search(pattern, p) for p in paths), f"{pattern} ({spec}) matches no parameter of {preset}"
 
 
@@ -129,9 +130,9 @@ def test_gte_large_parameters_get_the_intended_specs():
     for suffix, spec in expected.items():
         path = f"layer.0.{suffix}"
         assert path in paths, path
-        assert sharding.param_sharding(mesh, path).spec == spec, path
+        assert sharding.param_sharding(mesh, path, BERT.param_specs).spec == spec, path
     for path in (p for p in paths if p.startswith("embeddings.")):
-        assert sharding.param_sharding(mesh, path).spec == P(), path
+        assert sharding.param_sharding(mesh, path, BERT.param_specs).spec == P(), path
 
 
 def _param_paths(cfg) -> list[str]:

@@ -35,3 +35,29 @@ def family_for(hf: dict[str, Any], source: str = "config") -> Family:
         )
     family: Family = importlib.import_module(_PACKAGES[model_type]).FAMILY
     return family
+
+
+def family_of(config: Any) -> Family:
+    """The family of a module's config (``model.config``).
+
+    Raises:
+        TypeError: no family has this config class.
+    """
+    for family in families().values():
+        if isinstance(config, family.config_type):
+            return family
+    raise TypeError(f"{type(config).__name__} is the config of no gte_jax model family.")
+
+
+def read_config(model_dir: str) -> tuple[Family, Any]:
+    """The family and config of a model directory's ``config.json``.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or no family runs it (the message names the file and field).
+    """
+    from gte_jax.config import read_json_object
+
+    source = f"{model_dir}/config.json"
+    hf = read_json_object(source)
+    family = family_for(hf, source)
+    return family, family.read_config(hf, source)

@@ -55,6 +55,7 @@ class Family:
         conversion: the checkpoint <-> NNX rules, used by loading and export alike.
         param_specs: tensor-parallel partition specs by NNX path regex (``model`` axis); others replicate.
         dense_layers: yields ``(parent, attribute)`` of each dense layer int8 quantisation replaces.
+        config_type: the family's config class (how a module's config names its family).
         default_pooling: pooling when the checkpoint has no sentence-transformers files.
         token_types: whether the module reads token-type ids (sentence pairs); otherwise they are not passed.
     """
@@ -67,5 +68,6 @@ class Family:
     conversion: Conversion
     param_specs: Sequence[tuple[str, PartitionSpec]]
     dense_layers: Callable[[Any], Iterator[tuple[Any, str]]]
+    config_type: type
     default_pooling: str = "mean"
     token_types: bool = True

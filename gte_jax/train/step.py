@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 from gte_jax import sharding
 from gte_jax.int8 import is_quantized
 from gte_jax.modeling import BertModel, default_act_dtype
+from gte_jax.models import family_of
 from gte_jax.pooling import l2_normalize, pool
 from gte_jax.train import losses
 
@@ -165,14 +166,15 @@ class Trainer:
         self.tx = tx
         self.options = options
         self._params = nnx.state(model)
+        family = family_of(model.config)
         self._compute_dtypes: Any = None
         graph = model
         if options.compute_dtype is not None:  # the same module built in the compute dtype: its graph, not its values
-            impl = model.layer[0].attention.attention_impl
+            impl = model.attention_impl
             dtype = jnp.dtype(options.compute_dtype)
             act = default_act_dtype(dtype, self.mesh.devices.flat[0].platform)
             graph = nnx.eval_shape(
-                lambda: BertModel(model.config, dtype=dtype, act_dtype=act, attention_impl=impl, rngs=nnx.Rngs(0))
+                lambda: family.build(model.config, dtype=dtype, act_dtype=act, attention_impl=impl, rngs=nnx.Rngs(0))
             )
             self._compute_dtypes = jax.tree.map(lambda a: a.dtype, nnx.state(graph))
         was_training = not graph.deterministic
@@ -185,7 +187,7 @@ class Trainer:
         self.train_graphdef = train_graphdef if options.dropout else self.eval_graphdef
         state = self._params
         self.param_shardings = jax.tree_util.tree_map_with_path(
-            lambda path, _: sharding.param_sharding(self.mesh, _nnx_path(path)), state
+            lambda path, _: sharding.param_sharding(self.mesh, _nnx_path(path), family.param_specs), state
         )
         self.batch_sharding = NamedSharding(self.mesh, P(sharding.DATA))
         self.replicated = sharding.replicated(self.mesh)

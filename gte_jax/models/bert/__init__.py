@@ -39,6 +39,7 @@ FAMILY = Family(
     conversion=CONVERSION,
     param_specs=PARAM_SPECS,
     dense_layers=_dense_layers,
+    config_type=GTEConfig,
     default_pooling="mean",
     token_types=True,
 )
