@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gte_jax.modeling import BertModel
     from gte_jax.params import CheckpointError
     from gte_jax.pooling import cls_pool, l2_normalize, mean_pool
+    from gte_jax.reranker import GTEReranker
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -26,6 +27,7 @@ _EXPORTS = {
     "ConfigError": "gte_jax.config",
     "GTEConfig": "gte_jax.config",
     "GTEEncoder": "gte_jax.encoder",
+    "GTEReranker": "gte_jax.reranker",
     "ModelNotFoundError": "gte_jax.hub",
     "cls_pool": "gte_jax.pooling",
     "l2_normalize": "gte_jax.pooling",
@@ -38,6 +40,7 @@ __all__ = [
     "ConfigError",
     "GTEConfig",
     "GTEEncoder",
+    "GTEReranker",
     "ModelNotFoundError",
     "cls_pool",
     "l2_normalize",

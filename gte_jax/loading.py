@@ -50,6 +50,7 @@ def load(
     attention_impl: str | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
+    num_labels: int | None = None,
 ) -> Loaded:
     """Loads a BERT embedding model; see :meth:`gte_jax.GTEEncoder.from_pretrained` for the arguments.
 
@@ -59,6 +60,9 @@ def load(
             sentence-transformers files name a module or pooling this package does not run.
         CheckpointError: the weights do not fit the config, or the tokenizer's ids do not fit the embedding table.
         ValueError: a bad ``dtype`` or ``max_length``.
+
+    With ``num_labels`` the checkpoint is a sequence classifier (a cross-encoder): the model is a
+    :class:`~gte_jax.models.heads.CrossEncoderModel` with the family's head.
     """
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of the names {DTYPES}.")
@@ -85,7 +89,8 @@ def load(
         attention_impl=attention_impl or default_impl(platform),
         sharding=functools.partial(sharding.param_sharding, mesh, specs=family.param_specs),
         family=family,
+        num_labels=num_labels,
     )
     if dtype == "int8":
-        quantize_linear(model)
+        quantize_linear(model if num_labels is None else model.encoder)
     return Loaded(model, tokenizer, sentence, model_dir, family)

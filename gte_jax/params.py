@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from gte_jax.config import GTEConfig
 from gte_jax.hub import FLAX_WEIGHTS, WEIGHT_FILES
 from gte_jax.modeling import BertModel
 from gte_jax.models.family import Family
+from gte_jax.models.heads import CrossEncoderModel, cross_encoder_conversion
 
 
 class CheckpointError(ValueError):
@@ -164,8 +166,9 @@ def load_model(
     attention_impl: str = "einsum",
     sharding: Callable[[str], jax.sharding.Sharding] | None = None,
     family: Family | None = None,
-) -> BertModel:
-    """Builds a :class:`BertModel` with the weights in ``weights_path``.
+    num_labels: int | None = None,
+) -> Any:
+    """Builds the family's module with the weights in ``weights_path``.
 
     Args:
         weights_path: a file from :func:`find_weights`: Hugging Face keys, or NNX
@@ -176,13 +179,27 @@ def load_model(
         attention_impl: see :mod:`gte_jax.attention`.
         sharding: maps an NNX path to the parameter's sharding (default device when None).
         family: the model family (its module and conversion rules); BERT when None.
+        num_labels: load a sequence-classification checkpoint (a cross-encoder) with this many labels: a
+            :class:`~gte_jax.models.heads.CrossEncoderModel` with the family's head.
 
     Raises:
         CheckpointError: listing every missing, unexpected or mis-shaped tensor.
     """
     family = family or _bert()
     conversion = family.conversion
-    graphdef, abstract = nnx.split(abstract_model(cfg, dtype, attention_impl, act_dtype, family))
+    build: Callable[[], Any] = lambda: family.build(  # noqa: E731
+        cfg, dtype=dtype, act_dtype=act_dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0)
+    )
+    if num_labels is not None:
+        if family.head is None:
+            raise CheckpointError(f"{weights_path}: gte_jax has no classification head for {family.name} models.")
+        head = family.head
+        conversion = cross_encoder_conversion(family.conversion, head)
+        encoder_only = build
+        build = lambda: CrossEncoderModel(  # noqa: E731
+            encoder_only(), head.build(cfg, num_labels, dtype=dtype, rngs=nnx.Rngs(0))
+        )
+    graphdef, abstract = nnx.split(nnx.eval_shape(build))
     targets = {".".join(map(str, path)): var for path, var in nnx.to_flat_state(abstract)}
     native = os.path.basename(weights_path) == FLAX_WEIGHTS
     values: dict[str, jax.Array] = {}

@@ -16,6 +16,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
@@ -35,6 +36,22 @@ _CJK = (
     "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
     "\U0002b820-\U0002ceaf\U0002f800-\U0002fa1f"
 )
+
+
+# Sentence pairs carry their token types (segments) in the high bits of each int32 token id, so that the
+# engine's batching, padding and runners move one array per row for pairs as for single texts.
+SEGMENT_SHIFT = 24
+MAX_PAIR_VOCAB = 1 << SEGMENT_SHIFT  # XLM-R's 250,048 ids fit many times over
+
+
+def pack_segments(ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
+    """Token ids with each token's segment (0 or 1) in the high bits."""
+    return (ids.astype(np.int32) | (type_ids.astype(np.int32) << SEGMENT_SHIFT)).astype(np.int32)
+
+
+def unpack_segments(packed: Any) -> tuple[Any, Any]:
+    """``(ids, token_type_ids)`` of packed ids (numpy or jax arrays alike)."""
+    return packed & (MAX_PAIR_VOCAB - 1), packed >> SEGMENT_SHIFT
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -130,6 +147,30 @@ class Tokenizer:
             if ids[i] is None:
                 ids[i] = self._encode_long(t)
         return ids
+
+    def pairs(self, pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+        """Packed token ids (:func:`pack_segments`) per ``(first, second)`` pair, truncated to ``max_length``
+        together as transformers' fast tokenizers do (``longest_first``).
+
+        A side longer than :attr:`window` characters is first cut to a prefix holding at least
+        ``max_length`` tokens (at a boundary tokens never cross), so the ids are those of the whole pair.
+        """
+        encoded = self.backend.encode_batch([(self._prefix(a), self._prefix(b)) for a, b in pairs])
+        return [pack_segments(np.asarray(e.ids), np.asarray(e.type_ids)) for e in encoded]
+
+    def _prefix(self, text: str) -> str:
+        """``text``, or for a text longer than :attr:`window` a prefix whose tokens start the text's and number at
+        least ``max_length``."""
+        if len(text) <= self.window:
+            return text
+        pieces: list[str] = []
+        count = 0
+        for piece in self._pieces(text):
+            pieces.append(piece)
+            count += len(self.backend.encode(piece, add_special_tokens=False).ids)
+            if count >= self.max_length:
+                break
+        return "".join(pieces)
 
     def _encode_long(self, text: str) -> np.ndarray:
         """The ids of a text longer than :attr:`window`, tokenising only as much of it as they need."""

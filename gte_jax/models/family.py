@@ -16,6 +16,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 from jax.typing import DTypeLike
 
+from gte_jax.models.heads import Head
 from gte_jax.models.rules import Conversion
 
 
@@ -58,6 +59,7 @@ class Family:
         config_type: the family's config class (how a module's config names its family).
         default_pooling: pooling when the checkpoint has no sentence-transformers files.
         token_types: whether the module reads token-type ids (sentence pairs); otherwise they are not passed.
+        head: the sequence-classification head (cross-encoders), or None when gte_jax has none for the family.
     """
 
     name: str
@@ -71,3 +73,4 @@ class Family:
     config_type: type
     default_pooling: str = "mean"
     token_types: bool = True
+    head: Head | None = None

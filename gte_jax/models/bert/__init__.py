@@ -11,6 +11,7 @@ from gte_jax.config import GTEConfig
 from gte_jax.modeling import BertModel
 from gte_jax.models.bert.params import CONVERSION
 from gte_jax.models.family import Family
+from gte_jax.models.heads import POOLER_CLASSIFIER_RULES, Head, PoolerClassifier
 from gte_jax.sharding import MODEL
 
 # Tensor parallelism (Megatron style): heads and the FFN's inner dimension split; the rest copied.
@@ -42,4 +43,11 @@ FAMILY = Family(
     config_type=GTEConfig,
     default_pooling="mean",
     token_types=True,
+    head=Head(
+        build=lambda cfg, num_labels, *, dtype, rngs: PoolerClassifier(
+            cfg.hidden_size, num_labels, dropout=cfg.hidden_dropout_prob, dtype=dtype, rngs=rngs
+        ),
+        rules=POOLER_CLASSIFIER_RULES,
+        encoder_prefix="bert.",
+    ),
 )
