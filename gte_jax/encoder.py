@@ -31,6 +31,7 @@ from gte_jax.hub import DEFAULT_MODEL
 from gte_jax.int8 import is_quantized
 from gte_jax.loading import load
 from gte_jax.modeling import BertModel
+from gte_jax.models import param_dtype
 from gte_jax.pooling import l2_normalize, pool, pooling_modes
 from gte_jax.prompts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES, check_prompts, first_prompt, resolve_prompt
 from gte_jax.quantization import RANGED, check_precision, quantize_embeddings
@@ -204,9 +205,7 @@ class GTEEncoder:
         self.batch_size: int = _check_positive("batch_size", batch_size) or default_rows
         self.max_batch_tokens: int = _check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
         self.name = name
-        self.dtype: str = (
-            "int8" if is_quantized(model) else str(model.embeddings.word_embeddings.embedding.get_value().dtype)
-        )
+        self.dtype: str = "int8" if is_quantized(model) else str(param_dtype(model))
         self.runner: runners.Runner = runners.for_mesh(
             self.mesh, batching.length_buckets(self.max_length), self.max_batch_tokens, tokenizer.pad_token_id
         )

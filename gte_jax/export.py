@@ -27,7 +27,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from gte_jax.config import GTEConfig
 from gte_jax.hub import ModelNotFoundError, read_json, resolve_model_dir
 from gte_jax.modeling import BertModel
-from gte_jax.models.family import Family
+from gte_jax.models import family_of
 from gte_jax.params import find_weights, read_tensors
 from gte_jax.pooling import pooling_modes
 from gte_jax.tokenization import Tokenizer
@@ -60,8 +60,8 @@ def hf_tensors(model: BertModel | nnx.State, cfg: GTEConfig) -> dict[str, np.nda
     Raises:
         ValueError: a parameter has no Hugging Face name (a module this exporter does not know).
     """
-    state = nnx.state(model) if isinstance(model, BertModel) else model
-    conversion = _bert_family().conversion
+    state = nnx.state(model) if isinstance(model, nnx.Module) else model
+    conversion = family_of(cfg).conversion
     out: dict[str, np.ndarray] = {}
     for keys, var in nnx.to_flat_state(state):
         path = ".".join(map(str, keys))
@@ -70,12 +70,6 @@ def hf_tensors(model: BertModel | nnx.State, cfg: GTEConfig) -> dict[str, np.nda
             raise ValueError(f"the conversion rules map {path} to {key}, which loads into {conversion.nnx_path(key)}")
         out[key] = tensor
     return out
-
-
-def _bert_family() -> Family:
-    from gte_jax.models.bert import FAMILY
-
-    return FAMILY
 
 
 def save_pretrained(
@@ -111,14 +105,14 @@ def save_pretrained(
     """
     from safetensors.numpy import save_file
 
-    state = nnx.state(model) if isinstance(model, BertModel) else model
+    state = nnx.state(model) if isinstance(model, nnx.Module) else model
     if any(getattr(leaf, "dtype", None) == np.int8 for leaf in jax.tree_util.tree_leaves(state)):  # gte_jax.int8
         raise ValueError(
             "save_pretrained writes float weights, and this model's dense layers are int8 (dtype='int8'): "
             "save the model loaded with dtype='float32' instead (int8 is applied again at load)."
         )
-    if isinstance(model, BertModel):
-        config = config or model.config
+    if isinstance(model, nnx.Module):
+        config = config or getattr(model, "config", None)
     if config is None:
         raise ValueError("save_pretrained needs config= when given a parameter state instead of a BertModel.")
     modes = pooling_modes(pooling)  # raises ValueError for a mode gte_jax does not pool with
@@ -131,7 +125,7 @@ def save_pretrained(
         hf_config = read_json(source_dir, "config.json") or {}
         tensors.update(_passthrough_tensors(source_dir))
     hf_config = {k: v for k, v in hf_config.items() if not k.startswith("_")}
-    hf_config.update(config.to_hf_config())
+    hf_config.update(family_of(config).write_config(config))
 
     os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
     with _replacing(os.path.join(path, "model.safetensors")) as tmp:

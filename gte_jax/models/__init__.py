@@ -61,3 +61,9 @@ def read_config(model_dir: str) -> tuple[Family, Any]:
     hf = read_json_object(source)
     family = family_for(hf, source)
     return family, family.read_config(hf, source)
+
+
+def param_dtype(model: Any) -> Any:
+    """The dtype of ``model``'s dense weights (``float32`` or ``bfloat16``; LayerNorms stay float32 either way)."""
+    parent, name = next(iter(family_of(model.config).dense_layers(model)))
+    return getattr(parent, name).kernel.get_value().dtype
