@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from gte_jax.config import ConfigError
+from gte_jax.errors import UserError
 
 DEFAULT_MODEL = "thenlper/gte-small"
 
@@ -49,7 +50,7 @@ def module_config_files(model_dir: str) -> list[str]:
     return [f"{folder}/config.json" for folder in folders if isinstance(folder, str) and folder.strip("./")]
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(FileNotFoundError, UserError):
     """The model is neither a local directory nor reachable (or cached) on the Hub."""
 
 

@@ -71,6 +71,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from gte_jax.errors import UserError
+
 try:
     import ray
     from ray.util.metrics import Counter
@@ -98,7 +100,7 @@ _FROM_PRETRAINED = set(inspect.signature(GTEEncoder.from_pretrained).parameters)
 _EXAMPLES_KEPT = 20
 
 
-class InvalidRowError(ValueError):
+class InvalidRowError(ValueError, UserError):
     """A row's text is null, not a string, or not valid Unicode; the message names the row and column."""
 
 

@@ -33,6 +33,7 @@ from gte_jax.corpus import calibration, shards
 from gte_jax.corpus.lock import LockHeld, OutputLock
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
+from gte_jax.errors import UserError
 from gte_jax.hub import DEFAULT_MODEL
 from gte_jax.prompts import resolve_prompt
 from gte_jax.quantization import PRECISIONS, RANGED, quantize_embeddings
@@ -45,15 +46,15 @@ MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # o
 __all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
 
 
-class JobConflict(Exception):
+class JobConflict(UserError):
     """The output directory holds the shards of a different job, or another process is writing them."""
 
 
-class OptionError(Exception):
+class OptionError(UserError):
     """An option does not fit the model (``--max-length`` beyond its position limit, an unknown ``--dtype``)."""
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(UserError):
     """The model gave non-finite embeddings; the message names the input rows."""
 
 
