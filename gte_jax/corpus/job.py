@@ -46,6 +46,10 @@ MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # o
 __all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
 
 
+# The command line names no prompt text itself: prompts come from the checkpoint.
+CLI_NO_PROMPTS = 'add a "prompts" map to the model\'s config_sentence_transformers.json, or drop --prompt-name'
+
+
 class JobConflict(UserError):
     """The output directory holds the shards of a different job, or another process is writing them."""
 
@@ -222,7 +226,7 @@ def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
             for a precision without ranges.
     """
     try:
-        prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name)
+        prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name, no_prompts=CLI_NO_PROMPTS)
     except ValueError as e:
         raise OptionError(f"--prompt-name: {e}") from None
     if prompt and not enc.include_prompt:

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from gte_jax.argtypes import positive_int
-from gte_jax.errors import UserError
+from gte_jax.errors import UserError, missing_extra
 
 # Only argparse at import time: `gte-jax --help` builds every subcommand's parser.
 
@@ -124,6 +124,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        import optax  # noqa: F401
+        import orbax.checkpoint  # noqa: F401
+    except ImportError as e:
+        raise missing_extra(e.name, "train", "fine-tuning") from None
     try:
         return run(args)
     except UserError as e:
