@@ -85,6 +85,8 @@ def hub_unreachable(timeout: float = HUB_CONNECT_TIMEOUT) -> str | None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             outcome.append("")
+        except TimeoutError:  # the same as running out of time in join() below, whichever comes first
+            pass
         except OSError as e:
             outcome.append(f"cannot connect to {host}:{port}: {e.strerror or e}")
 

@@ -38,7 +38,15 @@ MISTAKES = {
     "embed": lambda tmp, model: ["embed", str(tmp / "missing.jsonl"), "--model", model, "-o", str(tmp / "out")],
     "convert": lambda tmp, model: ["convert", str(tmp / "nope"), str(tmp / "out")],
     "train": lambda tmp, model: [
-        "train", "--model", model, "--data", str(tmp / "missing.jsonl"), "--loss", "cosent", "-o", str(tmp / "o")
+        "train",
+        "--model",
+        model,
+        "--data",
+        str(tmp / "missing.jsonl"),
+        "--loss",
+        "cosent",
+        "-o",
+        str(tmp / "o"),
     ],  # fmt: skip
     "serve": lambda tmp, model: ["serve", "--model", str(tmp / "nope"), "--port", str(_free_port())],
 }
@@ -141,5 +149,5 @@ def test_train_without_its_extra_says_how_to_install_it(tmp_path):
 def test_optional_modules_name_the_install_line_from_the_checkout(module, extra):
     res = _run_without(module, f"import gte_jax.{module}")
     assert res.returncode == 1
-    assert f'MissingExtraError: gte_jax.{module} ' in res.stderr
+    assert f"MissingExtraError: gte_jax.{module} " in res.stderr
     assert f'pip install ".[{extra}]" in the gte-jax checkout (gte-jax is not on PyPI)' in res.stderr
