@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 
+from gte_jax.errors import UserError
 from gte_jax.hub import METADATA_FILES, module_config_files
 
 # The model directory's files besides the weights, copied verbatim, with its card and licence.
@@ -30,8 +31,8 @@ def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
     failure only that directory is removed.
 
     Raises:
-        FileExistsError: ``out_dir`` is a non-empty directory (nothing is overwritten).
-        NotADirectoryError: ``out_dir`` exists and is not a directory.
+        OutputExistsError: ``out_dir`` is a non-empty directory (nothing is overwritten); a FileExistsError.
+        OutputNotADirectoryError: ``out_dir`` exists and is not a directory; a NotADirectoryError.
     """
     from gte_jax import GTEEncoder
     from gte_jax.hub import resolve_model_dir
@@ -72,29 +73,53 @@ def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
     return out_dir
 
 
+class OutputExistsError(FileExistsError, UserError):
+    """``OUT_DIR`` is a non-empty directory: nothing is overwritten."""
+
+
+class OutputNotADirectoryError(NotADirectoryError, UserError):
+    """``OUT_DIR`` exists and is a file (or a link to one)."""
+
+
 def _check_output(out_dir: str) -> None:
     if os.path.isdir(out_dir) and not os.path.islink(out_dir):
         if os.listdir(out_dir):
-            raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory.")
+            raise OutputExistsError(f"{out_dir} exists and is not empty; choose a new output directory.")
     elif os.path.lexists(out_dir):
-        raise NotADirectoryError(f"{out_dir} exists and is not a directory; choose a new output directory.")
+        raise OutputNotADirectoryError(f"{out_dir} exists and is not a directory; choose a new output directory.")
+
+
+EPILOG = """\
+examples:
+  gte-jax convert thenlper/gte-small ./gte-small-flax          # from the Hugging Face Hub (or its cache)
+  gte-jax convert ./my-finetuned-model ./my-model-flax         # from a local Hugging Face model directory
+  gte-jax convert "$(gte-jax demo --print-model-dir)" ./minilm-flax   # offline: the bundled all-MiniLM-L6-v2
+
+torch: a source whose only weights are pytorch_model.bin, and the check against the PyTorch model, need torch
+and transformers (pip install ".[torch]" from the gte-jax checkout); without them a safetensors source still
+converts, and the check compares the written checkpoint with the source through gte_jax only.
+"""
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("convert", help="write a Flax checkpoint directory that loads without torch")
-    p.add_argument("src", help="hub id (thenlper/gte-small) or a Hugging Face model directory")
-    p.add_argument("out_dir", help="new directory to write")
+    p = sub.add_parser(
+        "convert",
+        help="write a Flax checkpoint directory that loads without torch",
+        description="Converts a Hugging Face BERT checkpoint (safetensors or pytorch_model.bin) into a directory "
+        "with gte_jax.safetensors (NNX parameter paths, float32) and the config, tokenizer and pooling files, "
+        "which GTEEncoder.from_pretrained loads without torch. OUT_DIR is written in a temporary folder and "
+        "renamed into place, so it appears complete or not at all; an existing non-empty OUT_DIR is refused. "
+        "After writing, the new checkpoint is embedded and compared with the source (and with the PyTorch model "
+        "where torch is installed).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", metavar="SRC", help="hub id (thenlper/gte-small) or a local Hugging Face model directory")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new directory to write (missing or empty)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check after writing")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    from gte_jax import CheckpointError, ModelNotFoundError
-    from gte_jax.config import ConfigError
-
-    try:
-        convert(args.src, args.out_dir, verify=not args.no_verify)
-    except (ModelNotFoundError, CheckpointError, ConfigError, FileExistsError, NotADirectoryError) as e:
-        print(f"gte-jax convert: error: {e}", file=sys.stderr)
-        return 2
+    convert(args.src, args.out_dir, verify=not args.no_verify)  # a UserError: `gte-jax` prints it and exits 2
     return 0

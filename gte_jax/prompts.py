@@ -41,9 +41,16 @@ def check_prompts(
 
 
 def resolve_prompt(
-    prompts: Mapping[str, str], default_prompt_name: str | None, prompt: str | None, prompt_name: str | None
+    prompts: Mapping[str, str],
+    default_prompt_name: str | None,
+    prompt: str | None,
+    prompt_name: str | None,
+    *,
+    no_prompts: str = "pass prompts= to from_pretrained, or prompt= here",
 ) -> str:
     """The text to prepend (``""`` for none) for a call given ``prompt`` and ``prompt_name``.
+
+    ``no_prompts`` is what the error says to do when the model has no prompts at all, in the caller's terms.
 
     Raises:
         TypeError: ``prompt`` or ``prompt_name`` is not a string.
@@ -62,7 +69,7 @@ def resolve_prompt(
         if not isinstance(prompt_name, str):
             raise TypeError(f"prompt_name must be a string, not {type(prompt_name).__name__}.")
         if prompt_name not in prompts:
-            known = sorted(prompts) or "none: pass prompts= to from_pretrained, or prompt= here"
+            known = sorted(prompts) or f"none: {no_prompts}"
             raise ValueError(f"prompt_name {prompt_name!r} is not one of this model's prompts ({known}).")
         return prompts[prompt_name]
     if default_prompt_name is not None:

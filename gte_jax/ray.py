@@ -71,11 +71,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from gte_jax.errors import UserError, missing_extra
+
 try:
     import ray
     from ray.util.metrics import Counter
 except ImportError as e:
-    raise ImportError('gte_jax.ray needs Ray Data: pip install "gte-jax[ray]"') from e
+    raise missing_extra(e.name, "ray", "gte_jax.ray (Ray Data)") from e
 
 from gte_jax.encoder import GTEEncoder
 from gte_jax.hub import DEFAULT_MODEL
@@ -98,7 +100,7 @@ _FROM_PRETRAINED = set(inspect.signature(GTEEncoder.from_pretrained).parameters)
 _EXAMPLES_KEPT = 20
 
 
-class InvalidRowError(ValueError):
+class InvalidRowError(ValueError, UserError):
     """A row's text is null, not a string, or not valid Unicode; the message names the row and column."""
 
 

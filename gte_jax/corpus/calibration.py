@@ -18,11 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 from gte_jax.corpus.sources import SUFFIXES, Source, detect_format
+from gte_jax.errors import UserError
 
 CALIBRATION_ROWS = 10_000
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ValueError, UserError):
     """The calibration file or rows cannot give ranges; the message says what to pass instead."""
 
 

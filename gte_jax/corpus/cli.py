@@ -123,21 +123,9 @@ def main(args: argparse.Namespace) -> int:
     except ImportError:
         print("gte-jax embed: error: the corpus job writes Parquet; pip install pyarrow", file=sys.stderr)
         return 2
-    from gte_jax.config import ConfigError
-    from gte_jax.corpus.job import EmbeddingError, EmbedJob, InputError, JobConflict, OptionError, OutputError, run
-    from gte_jax.hub import DEFAULT_MODEL, ModelNotFoundError
-    from gte_jax.params import CheckpointError
-
-    user_errors = (
-        InputError,
-        JobConflict,
-        OutputError,
-        EmbeddingError,
-        OptionError,
-        ModelNotFoundError,
-        CheckpointError,
-        ConfigError,
-    )
+    from gte_jax.corpus.job import EmbedJob, run
+    from gte_jax.errors import UserError
+    from gte_jax.hub import DEFAULT_MODEL
 
     def fail(message: str) -> int:
         print(f"gte-jax embed: error: {message}", file=sys.stderr)
@@ -179,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    except user_errors as e:  # what the user can fix; anything else is a bug and keeps its traceback
+    except UserError as e:  # what the user can fix; anything else is a bug and keeps its traceback
         return fail(str(e))
 
 

@@ -33,6 +33,7 @@ from gte_jax.corpus import calibration, shards
 from gte_jax.corpus.lock import LockHeld, OutputLock
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
+from gte_jax.errors import UserError
 from gte_jax.hub import DEFAULT_MODEL
 from gte_jax.prompts import resolve_prompt
 from gte_jax.quantization import PRECISIONS, RANGED, quantize_embeddings
@@ -45,15 +46,19 @@ MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # o
 __all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
 
 
-class JobConflict(Exception):
+# The command line names no prompt text itself: prompts come from the checkpoint.
+CLI_NO_PROMPTS = 'add a "prompts" map to the model\'s config_sentence_transformers.json, or drop --prompt-name'
+
+
+class JobConflict(UserError):
     """The output directory holds the shards of a different job, or another process is writing them."""
 
 
-class OptionError(Exception):
+class OptionError(UserError):
     """An option does not fit the model (``--max-length`` beyond its position limit, an unknown ``--dtype``)."""
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(UserError):
     """The model gave non-finite embeddings; the message names the input rows."""
 
 
@@ -221,7 +226,7 @@ def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
             for a precision without ranges.
     """
     try:
-        prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name)
+        prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name, no_prompts=CLI_NO_PROMPTS)
     except ValueError as e:
         raise OptionError(f"--prompt-name: {e}") from None
     if prompt and not enc.include_prompt:

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gte_jax.errors import UserError
 from gte_jax.quantization import quantized_dim
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ METADATA_KEY = b"gte_jax.shard"
 ID_TYPES = {"int64": pa.int64(), "string": pa.string()}
 
 
-class OutputError(Exception):
+class OutputError(UserError):
     """The output directory cannot be used as it is (not writable, full, or holding a damaged file)."""
 
 

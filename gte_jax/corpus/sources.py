@@ -16,12 +16,14 @@ import json
 import os
 from collections.abc import Callable, Generator, Iterator
 
+from gte_jax.errors import UserError
+
 FORMATS = ("txt", "jsonl", "parquet")
 SUFFIXES = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 INT64_RANGE = (-(2**63), 2**63 - 1)
 
 
-class InputError(ValueError):
+class InputError(ValueError, UserError):
     """The corpus cannot be read as asked; the message names the file and the line or row."""
 
 

@@ -146,7 +146,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); pick another --port or --host")
 
-    from gte_jax import DEFAULT_MODEL, CheckpointError, ConfigError, GTEEncoder, ModelNotFoundError, batching, sharding
+    from gte_jax import DEFAULT_MODEL, GTEEncoder, batching, sharding
+    from gte_jax.errors import UserError
     from gte_jax.serve.app import Settings, create_app
 
     log = logging.getLogger("gte_jax.serve")  # its own handler: JAX's INFO lines stay out of the log
@@ -170,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_batch_tokens=step_tokens,
         )
-    except (ModelNotFoundError, ConfigError, CheckpointError, ValueError) as e:
+    except (UserError, ValueError) as e:
         sock.close()
         return _fail(str(e))
     log.info(

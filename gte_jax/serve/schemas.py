@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gte_jax.errors import UserError
 from gte_jax.similarity import truncate_rows
 from gte_jax.tokenization import lone_surrogate
 
@@ -24,7 +25,7 @@ _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a bo
 ENCODING_FORMATS = ("float", "base64")
 
 
-class RequestError(Exception):
+class RequestError(UserError):
     """A client's mistake.
 
     Args:

@@ -14,12 +14,13 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from gte_jax.errors import UserError
 from gte_jax.train.step import TrainState
 
 ARGS_FILE = "train_args.json"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(ValueError, UserError):
     """The checkpoint folder belongs to a run with other settings, or holds checkpoints a fresh run would mix with."""
 
 

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from gte_jax.argtypes import positive_int
+from gte_jax.errors import UserError, missing_extra
 
 # Only argparse at import time: `gte-jax --help` builds every subcommand's parser.
 
@@ -123,20 +124,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    from gte_jax.config import ConfigError
-    from gte_jax.hub import ModelNotFoundError
-    from gte_jax.params import CheckpointError
-    from gte_jax.train.checkpoint import CheckpointMismatch
-    from gte_jax.train.data import DataError
-
+    try:
+        import optax  # noqa: F401
+        import orbax.checkpoint  # noqa: F401
+    except ImportError as e:
+        raise missing_extra(e.name, "train", "fine-tuning") from None
     try:
         return run(args)
-    except (DataError, CheckpointMismatch, ModelNotFoundError, CheckpointError, ConfigError, _OptionError) as e:
+    except UserError as e:
         print(f"gte-jax train: error: {e}", file=sys.stderr)
         return 2
 
 
-class _OptionError(ValueError):
+class _OptionError(ValueError, UserError):
     pass
 
 

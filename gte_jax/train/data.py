@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from gte_jax.batching import bucket_for, length_buckets
+from gte_jax.errors import UserError
 
 LABEL_COLUMNS = ("score", "label")
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(ValueError, UserError):
     """A training or evaluation file is unreadable or has a bad row; the message names the file and line."""
 
 
