@@ -150,7 +150,7 @@ class GteConfig:
         if model_type not in ("new", "gte"):
             raise ConfigError(f"{source}: model_type {model_type!r} is not a GTE v1.5 model ('new' or 'gte').")
         fields = {f.name for f in dataclasses.fields(cls)} - {"rope_theta", "rope_ntk_factor"}
-        values = dict(_NEW_DEFAULTS) if model_type == "new" else {}
+        values: dict[str, Any] = dict(_NEW_DEFAULTS) if model_type == "new" else {}
         values.update({k: v for k, v in hf.items() if k in fields and v is not None})
         try:
             values.update(_read_new_options(hf) if model_type == "new" else _read_rope_parameters(hf))
@@ -210,7 +210,7 @@ def _read_rope_parameters(hf: dict[str, Any]) -> dict[str, Any]:
     theta = rope.get("rope_theta", hf.get("rope_theta", _GTE_DEFAULT_THETA))
     if kind == "default":
         return {"rope_theta": theta}
-    factor = rope.get("factor")
+    factor: Any = rope.get("factor")
     if kind != "linear" or not _is_real(factor) or factor < 1 or not _is_real(theta):
         raise ConfigError(
             f"rope_parameters {rope!r} is not supported; gte_jax runs rope_type 'default' and 'linear' (factor >= 1)."

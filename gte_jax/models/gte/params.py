@@ -7,6 +7,8 @@ transformers' native keys (``layers.{i}.self_attn.q_proj``, ...) load and export
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from gte_jax.models.bert.params import (
@@ -17,19 +19,18 @@ from gte_jax.models.bert.params import (
     qkv_kernel,
     qkv_kernel_inv,
 )
-from gte_jax.models.gte.config import GteConfig
 from gte_jax.models.rules import Conversion, Rule, transpose
 
 
-def split_qkv_kernel(t: np.ndarray, cfg: GteConfig) -> tuple[np.ndarray, ...]:  # [3*N*H, D] -> 3 x [D, N, H]
+def split_qkv_kernel(t: np.ndarray, cfg: Any) -> tuple[np.ndarray, ...]:  # [3*N*H, D] -> 3 x [D, N, H]
     return tuple(qkv_kernel(part, cfg) for part in np.split(t, 3, axis=0))
 
 
-def split_qkv_bias(t: np.ndarray, cfg: GteConfig) -> tuple[np.ndarray, ...]:  # [3*N*H] -> 3 x [N, H]
+def split_qkv_bias(t: np.ndarray, cfg: Any) -> tuple[np.ndarray, ...]:  # [3*N*H] -> 3 x [N, H]
     return tuple(heads(part, cfg) for part in np.split(t, 3, axis=0))
 
 
-def split_up_gate(t: np.ndarray, cfg: GteConfig) -> tuple[np.ndarray, ...]:  # [2*F, D] -> [D, F] (up), [D, F] (gate)
+def split_up_gate(t: np.ndarray, cfg: Any) -> tuple[np.ndarray, ...]:  # [2*F, D] -> [D, F] (up), [D, F] (gate)
     return tuple(part.T for part in np.split(t, 2, axis=0))
 
 
