@@ -9,19 +9,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from family_checkpoints import GTE_TINY, hub_config, torch_gte, transformers_rope, write_gte
+from family_checkpoints import (
+    GTE_TINY,
+    hub_config,
+    torch_gte,
+    train_byte_bpe,
+    train_xlmr_unigram,
+    transformers_rope,
+    write_gte,
+)
 from flax import nnx
+from tokenizers import Tokenizer as HFTokenizer
 
 from gte_jax.config import ConfigError
 from gte_jax.models import family_for
 from gte_jax.models.gte import FAMILY, GteConfig
 from gte_jax.models.gte.modeling import rope_frequencies
 from gte_jax.params import CheckpointError, find_weights, load_model
+from gte_jax.tokenization import Tokenizer
 
 LENGTHS = (2100, 1, 300)  # one batch, padded to the longest
 
@@ -262,3 +273,50 @@ def test_jit_matches_eager(tmp_path):
     graphdef, state = nnx.split(model)
     jitted = jax.jit(lambda s, i, m: nnx.merge(graphdef, s)(i, m))(state, ids, mask)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(model(ids, mask)), atol=1e-6)
+
+
+# --- tokenizers -----------------------------------------------------------------------------------------------------
+
+
+def _random_text(rng: random.Random) -> str:
+    """Words, runs of spaces and other whitespace, punctuation, CJK without spaces, combining marks and runs
+    longer than a window, in random order."""
+    parts = [
+        lambda: rng.choice(["tensor", "Embedding", "naïve", "façade", "don't", "3.14", "ΑΣ", "ß", "fox", "lazy"]),
+        lambda: rng.choice([" ", "  ", "   ", "\n", "\t", " \t ", "\u3000", "\xa0", "\n\n "]),
+        lambda: rng.choice([",", ".", "!", "—", "。", "、", "(", ")", "¿", "«", "'s"]),
+        lambda: "".join(rng.choice("敏捷的棕色狐狸日本語文本") for _ in range(rng.randint(1, 30))),
+        lambda: rng.choice(["\u0301", "e\u0301", "\ufb01", "🙂", "①", "Ａ"]),  # NFKC changes these
+        lambda: rng.choice("abcxyz") * rng.randint(50, 200),  # longer than the window: one pre-token
+    ]
+    return "".join(rng.choice(parts)() for _ in range(rng.randint(20, 300)))
+
+
+@pytest.fixture(scope="module", params=["xlmr-unigram", "byte-bpe"])
+def small_tokenizer(request, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp(request.param))
+    return train_xlmr_unigram(out) if request.param == "xlmr-unigram" else train_byte_bpe(out)
+
+
+def test_windowed_tokenising_gives_the_ids_of_the_whole_text(small_tokenizer):
+    tok = Tokenizer.from_dir(small_tokenizer, 512)
+    tok.window = 48  # many cuts per text (the real window is max_length * 20 characters)
+    whole = HFTokenizer.from_file(os.path.join(small_tokenizer, "tokenizer.json"))
+    whole.enable_truncation(512)
+    rng = random.Random(0)
+    texts = [_random_text(rng) for _ in range(200)]
+    texts += ["a  b" * 200, " x" * 300, "\u3000y" * 300, "日本語" * 300, "a," * 300]
+    assert sum(len(t) > tok.window for t in texts) > 150
+    want = [e.ids for e in whole.encode_batch(texts)]
+    assert max(map(len, want)) == 512  # truncated ones too
+    assert [list(map(int, t)) for t in tok(texts)] == want
+
+
+def test_special_tokens_and_padding_come_from_the_tokenizer_files(small_tokenizer):
+    tok = Tokenizer.from_dir(small_tokenizer, 16)
+    ids = tok(["hello", "word " * 100])
+    if "xlmr" in small_tokenizer:
+        assert tok.pad_token_id == 1 and ids[0][0] == 0 and ids[0][-1] == 2  # <s> ... </s>, <pad> 1
+    else:
+        assert tok.pad_token_id == 0 and ids[0][0] == 1 and ids[0][-1] == 2  # [CLS] ... [SEP], [PAD] 0
+    assert len(ids[1]) == 16 and ids[1][-1] == 2
