@@ -1,12 +1,21 @@
-"""WordPiece tokenisation with the ``tokenizers`` library, truncating, never padding.
+"""Tokenisation with the ``tokenizers`` library (WordPiece, SentencePiece, byte-level BPE), truncating, never padding.
 
 A text is truncated to ``max_length`` tokens, but ``tokenizers`` only truncates
 after tokenising the whole text, so a 50 MB line would cost gigabytes. Texts
 longer than a window of characters are therefore tokenised a window at a time,
-each window cut just before a character where BERT's pre-tokeniser always
-splits (whitespace, punctuation, CJK ideographs), until ``max_length`` tokens
-are collected. Tokens never straddle such a cut, so the ids are those of the
-whole text (``tests/test_tokenization.py`` checks this against transformers).
+until ``max_length`` tokens are collected. Tokens never straddle a cut, so the
+ids are those of the whole text (``tests/test_tokenization.py`` checks this
+against transformers). Where a window is cut depends on the pre-tokeniser:
+
+* BERT's: just before a character where it always splits (whitespace,
+  punctuation, CJK ideographs).
+* any other (SentencePiece's Metaspace as in XLM-R, byte-level BPE as in
+  ModernBERT): at the start of the window's last pre-token (with the whitespace
+  run before it), once tokenising each side on its own is checked to give the
+  same pre-tokens as the window (no prefix space added, no space collapsed
+  differently). A pre-token longer than the window (a long run without spaces)
+  is tokenised whole: exact, with memory that grows with that run
+  (``tests/test_family_gte.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from tokenizers import PreTokenizedString
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from gte_jax.config import ConfigError
 from gte_jax.hub import read_json
@@ -99,6 +110,9 @@ class Tokenizer:
         self.window = max_length * CHARS_PER_TOKEN
         self._special = backend.encode("").ids  # [CLS], [SEP]: what the template adds around a text
         self._boundary = _boundary(getattr(backend.normalizer, "handle_chinese_chars", False) is True)
+        # BERT's pre-tokeniser splits at characters the boundary regex knows; any other is asked where it splits.
+        pre = backend.pre_tokenizer
+        self._bert_like = pre is None or isinstance(pre, BertPreTokenizer)
 
     @property
     def vocab_size(self) -> int:
@@ -184,6 +198,9 @@ class Tokenizer:
 
     def _pieces(self, text: str) -> Iterator[str]:
         """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters."""
+        if not self._bert_like:
+            yield from self._pretoken_pieces(text)
+            return
         start = 0
         while start < len(text):
             end = start + self.window
@@ -218,3 +235,53 @@ class Tokenizer:
             if len(word) > limit:
                 break
         return word
+
+    def _pretoken_pieces(self, text: str) -> Iterator[str]:
+        """:meth:`_pieces` for a pre-tokeniser other than BERT's: each piece ends where the window's last
+        pre-token starts; a window without such a cut is doubled until it has one (a pre-token that long)."""
+        start = 0
+        while start < len(text):
+            size = self.window
+            while True:
+                end = start + size
+                if end >= len(text):
+                    yield text[start:]
+                    return
+                cut = self._cut(text[start:end])
+                if cut:
+                    yield text[start : start + cut]
+                    start += cut
+                    break
+                size *= 2
+
+    def _splits(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        """``text`` normalised and pre-tokenised: each pre-token with its character span in ``text``."""
+        pretok = PreTokenizedString(text)
+        if self.backend.normalizer is not None:
+            pretok.normalize(self.backend.normalizer.normalize)
+        self.backend.pre_tokenizer.pre_tokenize(pretok)
+        return [(piece, span) for piece, span, _ in pretok.get_splits("original", "char")]
+
+    def _cut(self, window: str, tries: int = 4) -> int:
+        """Where ``window`` may be cut so that both sides tokenise as they do within it (0: nowhere).
+
+        Candidates are the starts of the last pre-tokens, each also moved back over the whitespace before it
+        (SentencePiece collapses a run of spaces into the next pre-token's ``▁``; a cut inside the run would
+        leave a lone ``▁``). A candidate is taken once each side, pre-tokenised alone, gives the window's own
+        pre-tokens: that rules out a prefix space added to the right side or text normalised differently.
+        """
+        splits = self._splits(window)
+        candidates: list[int] = []
+        for _, (a, _) in reversed(splits[1:]):
+            run = a
+            while run > 0 and window[run - 1].isspace():
+                run -= 1
+            candidates += [c for c in (run, a) if c > 0 and c not in candidates]
+            if len(candidates) >= tries:
+                break
+        for c in candidates:
+            left = [p for p, (_, b) in splits if b <= c]
+            right = [p for p, (a, _) in splits if a >= c]
+            if [p for p, _ in self._splits(window[:c])] == left and [p for p, _ in self._splits(window[c:])] == right:
+                return c
+        return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from family_checkpoints import GTE_TINY
 from flax import nnx
 
 from gte_jax.models import families
@@ -11,7 +12,7 @@ from gte_jax.models.rules import Conversion, Rule, transpose
 
 from checkpoints import TINY
 
-CONFIGS = {"bert": TINY}
+CONFIGS = {"bert": TINY, "new": GTE_TINY, "gte": GTE_TINY}
 
 
 @pytest.mark.parametrize("name", sorted(families()))
