@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from family_checkpoints import GTE_TINY
 from flax import nnx
 
 from gte_jax.models import families
 from gte_jax.models.rules import Conversion, Rule, transpose
 
 from checkpoints import TINY
+from family_checkpoints import GTE_TINY
 
 CONFIGS = {"bert": TINY, "new": GTE_TINY, "gte": GTE_TINY}
 

@@ -15,15 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from family_checkpoints import (
-    GTE_TINY,
-    hub_config,
-    torch_gte,
-    train_byte_bpe,
-    train_xlmr_unigram,
-    transformers_rope,
-    write_gte,
-)
 from flax import nnx
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -33,6 +24,16 @@ from gte_jax.models.gte import FAMILY, GteConfig
 from gte_jax.models.gte.modeling import rope_frequencies
 from gte_jax.params import CheckpointError, find_weights, load_model
 from gte_jax.tokenization import Tokenizer
+
+from family_checkpoints import (
+    GTE_TINY,
+    hub_config,
+    torch_gte,
+    train_byte_bpe,
+    train_xlmr_unigram,
+    transformers_rope,
+    write_gte,
+)
 
 LENGTHS = (2100, 1, 300)  # one batch, padded to the longest
 
