@@ -207,9 +207,9 @@ def load_model(
     errors: list[str] = []
     seen: set[str] = set()  # paths with a tensor, loaded or not: not also reported missing
     for key, tensor in read_tensors(weights_path):
-        if not native and conversion.is_ignored(key):
-            continue
         paths = [key] if native else conversion.nnx_path(key)
+        if paths is None and not native and conversion.is_ignored(key):  # a rule wins: a head over "pooler."
+            continue
         if paths is None or any(p not in targets for p in paths):
             errors.append(f"unexpected key {key!r}")
             continue

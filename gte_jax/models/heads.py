@@ -100,4 +100,4 @@ def cross_encoder_conversion(encoder: Conversion, head: Head) -> Conversion:
 
     rules = tuple(nest(r, "encoder.") for r in encoder.rules) + tuple(nest(r, "head.") for r in head.rules)
     prefixes = tuple(dict.fromkeys((head.encoder_prefix, *encoder.prefixes)))
-    return Conversion(rules, prefixes=prefixes, ignored=(r"position_ids$",))
+    return Conversion(rules, prefixes=prefixes, ignored=encoder.ignored)

@@ -18,6 +18,7 @@ from gte_jax.models.family import Family
 from gte_jax.models.gte.config import GteConfig
 from gte_jax.models.gte.modeling import GteModel
 from gte_jax.models.gte.params import CONVERSION
+from gte_jax.models.heads import POOLER_CLASSIFIER_RULES, Head, PoolerClassifier
 from gte_jax.sharding import MODEL
 
 # Tensor parallelism (Megatron style): heads and the FFN's inner dimension split; the rest copied.
@@ -46,8 +47,16 @@ FAMILY = Family(
     conversion=CONVERSION,
     param_specs=PARAM_SPECS,
     dense_layers=_dense_layers,
+    config_type=GteConfig,
     default_pooling="cls",
     token_types=True,
+    head=Head(  # GteForSequenceClassification / the hub's NewForSequenceClassification: BERT's head
+        build=lambda cfg, num_labels, *, dtype, rngs: PoolerClassifier(
+            cfg.hidden_size, num_labels, dropout=cfg.hidden_dropout_prob, dtype=dtype, rngs=rngs
+        ),
+        rules=POOLER_CLASSIFIER_RULES,
+        encoder_prefix="gte.",
+    ),
 )
 
 __all__ = ["FAMILY", "GteConfig", "GteModel"]
