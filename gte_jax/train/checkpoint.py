@@ -11,6 +11,7 @@ and a resume with different settings is refused: it would not end where the inte
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -104,8 +105,9 @@ class Checkpoints:
         # force: a partial folder of a run killed mid-save is replaced (the name is this module's own).
         self._checkpointer.save(os.path.join(partial, STATE), args=ocp.args.StandardSave(state._asdict()), force=True)
         if jax.process_index() == 0:
+            marker = {"step": step, "written_by": "gte-jax train", "files": _inventory(os.path.join(partial, STATE))}
             with open(os.path.join(partial, MARKER), "w", encoding="utf-8") as f:
-                json.dump({"step": step, "written_by": "gte-jax train"}, f)
+                json.dump(marker, f)
             if os.path.lexists(final):  # ours (checked above): the same step again, e.g. after a resume
                 old = os.path.join(self.directory, f"{_OLD}{step}")
                 if os.path.isfile(os.path.join(old, MARKER)):  # left by a run killed while replacing
@@ -129,14 +131,19 @@ class Checkpoints:
         if step is None:
             raise CheckpointMismatch(f"{self.directory} holds no checkpoint to restore.")
         path = self.path(step)
+        earlier = [s for s in self.steps() if s < step]
+        then = f"to resume from step {earlier[-1]}" if earlier else "to start from step 0"
+        # Checked before Orbax reads: its reader fails on damage with threads left behind that print tracebacks.
+        damage = _damage(path)
+        if damage:
+            raise CheckpointMismatch(f"the checkpoint {path} is corrupt: {damage}; delete that folder {then}.")
         try:
             restored = self._checkpointer.restore(
                 os.path.join(path, STATE), args=ocp.args.StandardRestore(abstract._asdict())
             )
         except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files
-            earlier = [s for s in self.steps() if s < step]
-            then = f"to resume from step {earlier[-1]}" if earlier else "to start from step 0"
-            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = reason if len(reason) <= 200 else reason[:200] + "..."
             raise CheckpointMismatch(
                 f"the checkpoint {path} is corrupt or incomplete ({reason}); delete that folder {then}."
             ) from None
@@ -180,6 +187,48 @@ class Checkpoints:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(args, f, indent=2, sort_keys=True)
             os.replace(tmp, path)
+
+
+_HASHED = 1 << 20  # files up to this size (Orbax's metadata and manifests) are hashed; larger ones sized
+
+
+def _inventory(state_dir: str) -> dict[str, list[Any]]:
+    """``relative path -> [size, sha256 or None]`` of every file of a written checkpoint."""
+    files: dict[str, list[Any]] = {}
+    for root, _, names in os.walk(state_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            files[os.path.relpath(path, state_dir)] = [size, _sha256(path) if size <= _HASHED else None]
+    return files
+
+
+def _damage(path: str) -> str | None:
+    """What differs from the inventory in the checkpoint's marker (a missing, cut or changed file), or None."""
+    try:
+        with open(os.path.join(path, MARKER), encoding="utf-8") as f:
+            files = {str(name): (int(size), digest) for name, (size, digest) in json.load(f)["files"].items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return f"its {MARKER} is unreadable"
+    state = os.path.join(path, STATE)
+    for name, (size, digest) in sorted(files.items()):
+        file = os.path.join(state, name)
+        if not os.path.isfile(file):
+            return f"{STATE}/{name} is missing"
+        now = os.path.getsize(file)
+        if now != size:
+            return f"{STATE}/{name} has {now} bytes, {size} when written"
+        if digest is not None and _sha256(file) != digest:
+            return f"{STATE}/{name} has changed since it was written"
+    return None
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_args(path: str) -> dict[str, Any]:
