@@ -85,16 +85,7 @@ def read_examples(path: str) -> Examples:
         if missing:
             raise DataError(f"{path} {where}: missing {', '.join(map(repr, missing))} (the first row has it).")
         for c, name in enumerate(columns):
-            value = record[name]
-            if not isinstance(value, str):
-                raise DataError(f"{path} {where}: {name!r} is {_kind(value)}, not a string.")
-            at = lone_surrogate(value)
-            if at is not None:
-                raise DataError(
-                    f"{path} {where}: {name!r} holds a lone surrogate ({value[at]!r} at character {at}), which is "
-                    "not text; fix or drop the row."
-                )
-            texts[c].append(value)
+            texts[c].append(_text(record[name], f"{path} {where}: {name!r}"))
         if label_name is not None:
             labels.append(_label(record[label_name], f"{path} {where}: {label_name!r}"))
     if columns is None:
@@ -149,6 +140,17 @@ def check_for_eval(examples: Examples) -> None:
 
 def _kind(value: Any) -> str:
     return "missing (null)" if value is None else f"a {type(value).__name__}"
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where} is {_kind(value)}, not a string.")
+    at = lone_surrogate(value)
+    if at is not None:  # no tokenizer takes it: found here, before the model loads
+        raise DataError(
+            f"{where} holds a lone surrogate ({value[at]!r} at character {at}), which is not text; fix or drop the row."
+        )
+    return value
 
 
 def _label(value: Any, where: str) -> float:
