@@ -79,9 +79,9 @@ class Checkpoints:
         foreign = sorted(n for n in os.listdir(self.directory) if n.isdigit() and not self._ours(n))
         if foreign:
             raise CheckpointMismatch(
-                f"{self.path(int(foreign[0]))} is not a checkpoint of gte-jax train (it has no {MARKER}), and "
-                f"checkpoints are written under such numbers in {self.directory}: move it elsewhere, or pass "
-                "another --checkpoint-dir."
+                f"{os.path.join(self.directory, foreign[0])} is not a checkpoint of gte-jax train (it has no "
+                f"{MARKER}), and checkpoints are written under such numbers in {self.directory}: move it elsewhere, "
+                "or pass another --checkpoint-dir."
             )
 
     def _ours(self, name: str) -> bool:

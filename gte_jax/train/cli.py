@@ -10,7 +10,13 @@ import argparse
 import dataclasses
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gte_jax.loading import Loaded
+    from gte_jax.train.checkpoint import Checkpoints
+    from gte_jax.train.data import Examples, Tokenized
+    from gte_jax.train.step import Trainer, TrainState
 
 from gte_jax.argtypes import positive_int
 
@@ -217,7 +223,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _OptionError(f"--max-length {args.max_length} leaves no room for text: [CLS] and [SEP] take 2 tokens.")
 
 
-def _read_data(args: argparse.Namespace) -> tuple[Any, Any]:
+def _read_data(args: argparse.Namespace) -> tuple[Examples, Examples | None]:
     """The training and evaluation examples, every row checked (before the model loads)."""
     from gte_jax.train import data
 
@@ -233,16 +239,16 @@ def _read_data(args: argparse.Namespace) -> tuple[Any, Any]:
 class _Job:
     """What the steps after loading share."""
 
-    loaded: Any  # gte_jax.loading.Loaded
-    trainer: Any  # gte_jax.train.step.Trainer
-    examples: Any  # gte_jax.train.data.Examples
-    train_data: Any  # gte_jax.train.data.Tokenized
-    eval_data: Any  # Tokenized or None
+    loaded: Loaded
+    trainer: Trainer
+    examples: Examples
+    train_data: Tokenized
+    eval_data: Tokenized | None
     spans: list[tuple[int, int]]
     total_steps: int
 
 
-def _build(args: argparse.Namespace, inputs: tuple[Any, Any]) -> _Job:
+def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -> _Job:
     """The model, the tokenised data, the optimiser and the compiled step."""
     from gte_jax import sharding
     from gte_jax.config import ConfigError
@@ -292,7 +298,7 @@ def _build(args: argparse.Namespace, inputs: tuple[Any, Any]) -> _Job:
     return _Job(loaded, trainer, examples, train_data, eval_data, spans, total_steps)
 
 
-def _checkpoints(args: argparse.Namespace, job: _Job) -> Any:
+def _checkpoints(args: argparse.Namespace, job: _Job) -> Checkpoints:
     """The checkpoint folder, checked against this run's settings (recorded there by a fresh run)."""
     import os
 
@@ -311,7 +317,7 @@ def _checkpoints(args: argparse.Namespace, job: _Job) -> Any:
     return checkpoints
 
 
-def _restore_or_init(args: argparse.Namespace, job: _Job, checkpoints: Any) -> tuple[Any, int | None]:
+def _restore_or_init(args: argparse.Namespace, job: _Job, checkpoints: Checkpoints) -> tuple[TrainState, int | None]:
     """The state to start from, and the step it was restored at (None: a fresh start)."""
     start = checkpoints.latest_step() if args.resume else None
     if start is None:
@@ -323,7 +329,9 @@ def _restore_or_init(args: argparse.Namespace, job: _Job, checkpoints: Any) -> t
     return state, start
 
 
-def _train(args: argparse.Namespace, job: _Job, checkpoints: Any, state: Any) -> tuple[Any, int, float]:
+def _train(
+    args: argparse.Namespace, job: _Job, checkpoints: Checkpoints, state: TrainState
+) -> tuple[TrainState, int, float]:
     """The epochs from ``state``'s step on, saving every ``--save-steps`` and at each epoch's end.
 
     Returns:
@@ -362,7 +370,9 @@ def _train(args: argparse.Namespace, job: _Job, checkpoints: Any, state: Any) ->
     return state, tokens, time.perf_counter() - began
 
 
-def _check_finite(args: argparse.Namespace, job: _Job, checkpoints: Any, step: int, loss: float, finite: bool) -> None:
+def _check_finite(
+    args: argparse.Namespace, job: _Job, checkpoints: Checkpoints, step: int, loss: float, finite: bool
+) -> None:
     """Stops a run whose loss or weights are no longer finite, before anything of it is saved."""
     if math.isfinite(loss) and finite:
         return
@@ -380,7 +390,7 @@ def _check_finite(args: argparse.Namespace, job: _Job, checkpoints: Any, step: i
     )
 
 
-def _export(args: argparse.Namespace, job: _Job, state: Any) -> None:
+def _export(args: argparse.Namespace, job: _Job, state: TrainState) -> None:
     import jax
     from flax import nnx
 
