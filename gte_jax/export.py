@@ -15,7 +15,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,8 @@ from flax import nnx
 from tokenizers import Tokenizer as HFTokenizer
 
 from gte_jax.config import GTEConfig
-from gte_jax.hub import ModelNotFoundError, read_json, resolve_model_dir
+from gte_jax.errors import UserError
+from gte_jax.hub import SAFE_WEIGHTS, WEIGHT_FILES, ModelNotFoundError, read_json, resolve_model_dir
 from gte_jax.modeling import BertModel
 from gte_jax.models import family_of
 from gte_jax.params import find_weights, read_tensors
@@ -45,6 +46,37 @@ _POOLING_KEYS = {
     "lasttoken": "pooling_mode_lasttoken",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# The source model's licence travels with the weights derived from it.
+LICENSE_FILES = ("LICENSE", "NOTICE")
+# Weights files a folder may hold besides the one written here: every reader would pick one, and not the same.
+OTHER_WEIGHTS = tuple(name for name in WEIGHT_FILES if name != SAFE_WEIGHTS)
+
+
+class ExportError(ValueError, UserError):
+    """The output folder cannot take the export (a file, or it holds weights of another model)."""
+
+
+def check_output(path: str) -> None:
+    """Checks that ``path`` can become a model folder whose only weights are the exported ones.
+
+    ``model.safetensors`` is replaced, other files kept; other weights files (``gte_jax.safetensors``,
+    a sharded index, ``pytorch_model.bin``) are not this export's to delete, and a loader could read them
+    instead of the new weights, so they are refused.
+
+    Raises:
+        ExportError: ``path`` is a file, or holds another weights file (named, with what to do).
+    """
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ExportError(f"{path} is a file; the model is written as a folder, so name a folder.")
+    stale = [name for name in OTHER_WEIGHTS if os.path.lexists(os.path.join(path, name))]
+    if stale:
+        raise ExportError(
+            f"{path} already holds {', '.join(stale)}, weights of another model that loaders would read instead "
+            f"of (or besides) the new {SAFE_WEIGHTS}; write the model to another folder, or delete "
+            f"{'them' if len(stale) > 1 else 'it'} first."
+        )
+
+
 # Tensors a BERT checkpoint carries that embedding never uses; kept from the source so that transformers
 # loads the export without newly initialised weights (what sentence-transformers' own save does).
 _PASSTHROUGH = re.compile(r"^(bert\.)?pooler\.")
@@ -87,7 +119,9 @@ def save_pretrained(
 
     Args:
         model: the module or its parameter state.
-        path: the folder (created if missing; files of the same names are replaced, others kept).
+        path: the folder (created if missing; files of the same names are replaced, others kept; one that
+            holds other weights files is refused, see :func:`check_output`). Files get the usual permissions
+            (``0o666`` less the umask), and the source's ``LICENSE`` and ``NOTICE`` are copied.
         config: the model's config (``model.config`` when a module is given).
         source_dir: the model directory the weights came from: its tokenizer files, ``config.json``
             extras and unused tensors (the BERT pooler) are carried over.
@@ -100,8 +134,9 @@ def save_pretrained(
         ``path``.
 
     Raises:
+        ExportError: ``path`` is a file or holds other weights.
         ValueError: neither ``source_dir`` nor ``tokenizer`` gives tokenizer files, an unknown pooling mode,
-            or an int8 model (:mod:`gte_jax.int8`; save its float32 original).
+            an int8 model (:mod:`gte_jax.int8`; save its float32 original), or weights that are not finite.
     """
     from safetensors.numpy import save_file
 
@@ -119,7 +154,14 @@ def save_pretrained(
     tokenizer_files = [f for f in TOKENIZER_FILES if source_dir and os.path.isfile(os.path.join(source_dir, f))]
     if not tokenizer_files and tokenizer is None:
         raise ValueError("save_pretrained needs the tokenizer: pass source_dir= (a model directory) or tokenizer=.")
+    check_output(path)
     tensors = hf_tensors(model, config)
+    broken = [key for key, t in tensors.items() if not np.isfinite(t).all()]
+    if broken:
+        raise ValueError(
+            f"{len(broken)} of the model's {len(tensors)} tensors hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}); such a model gives NaN vectors, so it is not saved."
+        )
     hf_config: dict[str, Any] = {}
     if source_dir:
         hf_config = read_json(source_dir, "config.json") or {}
@@ -131,7 +173,8 @@ def save_pretrained(
     with _replacing(os.path.join(path, "model.safetensors")) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
     _write_json(path, "config.json", hf_config)
-    for name in tokenizer_files:
+    licenses = [f for f in LICENSE_FILES if source_dir and os.path.isfile(os.path.join(source_dir, f))]
+    for name in (*tokenizer_files, *licenses):
         with _replacing(os.path.join(path, name)) as tmp:
             shutil.copyfile(os.path.join(source_dir or "", name), tmp)
     if not tokenizer_files and tokenizer is not None:
@@ -203,18 +246,24 @@ def _versions() -> dict[str, str]:
 
 
 class _replacing:
-    """A temporary name beside ``path`` to write to; renamed over ``path`` on success, removed on failure."""
+    """A temporary name beside ``path`` to write to; renamed over ``path`` on success, removed on failure.
+
+    The file ends with mode ``0o666`` less the umask, as ``open`` makes files: a writer that makes its own
+    file (safetensors writes 0600) would leave the model unreadable to everyone else.
+    """
 
     def __init__(self, path: str):
         self.path = path
-        fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".part")
-        os.close(fd)
+        self.tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{uuid.uuid4().hex}.part")
+        os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        self.mode = os.stat(self.tmp).st_mode & 0o777  # the umask applied, without changing the process's
 
     def __enter__(self) -> str:
         return self.tmp
 
     def __exit__(self, kind: object, *rest: object) -> None:
         if kind is None:
+            os.chmod(self.tmp, self.mode)
             os.replace(self.tmp, self.path)
         elif os.path.exists(self.tmp):
             os.remove(self.tmp)

@@ -12,12 +12,13 @@ from gte_jax.errors import UserError
 DEFAULT_MODEL = "thenlper/gte-small"
 
 # Weights files, by preference. The first is what ``gte-jax convert`` writes: NNX paths as keys, float32.
+# The others in transformers' order (a single file before a sharded index), so both read the same file.
 FLAX_WEIGHTS = "gte_jax.safetensors"
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 TORCH_WEIGHTS = "pytorch_model.bin"
 TORCH_INDEX = "pytorch_model.bin.index.json"
-WEIGHT_FILES = (FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, TORCH_INDEX, TORCH_WEIGHTS)
+WEIGHT_FILES = (FLAX_WEIGHTS, SAFE_WEIGHTS, SAFE_INDEX, TORCH_WEIGHTS, TORCH_INDEX)
 
 # Everything besides the weights that a model directory may hold and we read.
 METADATA_FILES = [

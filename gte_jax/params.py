@@ -44,11 +44,22 @@ def _bert() -> Family:
 
 
 def find_weights(model_dir: str) -> str:
-    """The weights file to load from ``model_dir``, by preference order of :data:`WEIGHT_FILES`."""
-    for name in WEIGHT_FILES:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            return path
+    """The weights file to load from ``model_dir``, by preference order of :data:`WEIGHT_FILES`.
+
+    Raises:
+        CheckpointError: no weights file; or ``gte_jax.safetensors`` beside Hugging Face weights, which
+            transformers and sentence-transformers would read instead: which of the two is current cannot
+            be told, and reading either could silently give another model's vectors.
+    """
+    found = [name for name in WEIGHT_FILES if os.path.isfile(os.path.join(model_dir, name))]
+    if FLAX_WEIGHTS in found and len(found) > 1:
+        raise CheckpointError(
+            f"{model_dir} holds both {FLAX_WEIGHTS} (gte-jax convert's) and {found[1]} (which transformers and "
+            f"sentence-transformers read), so it is unclear which weights are current; delete the stale one "
+            f"(if the model was trained or saved into this folder later, that is {FLAX_WEIGHTS})."
+        )
+    if found:
+        return os.path.join(model_dir, found[0])
     raise CheckpointError(
         f"{model_dir}: no weights found; expected one of {', '.join(WEIGHT_FILES)}. "
         "Pass a Hugging Face BERT model directory or one written by `gte-jax convert`."

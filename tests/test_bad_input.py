@@ -384,6 +384,87 @@ CASES: dict[str, tuple] = {
 }
 
 
+# -- gte-jax train: a table of its own (rows for other commands go in CASES above) ---------------------------
+
+
+def _train(c: Ctx, data: str, *args: Any, loss: str = "cosent", model: str | None = None) -> tuple[int, str]:
+    """``gte-jax train`` on ``data``; ``model`` None: a name that is never loaded (the check comes first)."""
+    return c.cli("train", "--model", model or "never-loaded", "--data", data, "--loss", loss, "--output", "o", *args)
+
+
+def _pairs(c: Ctx, *rows: str) -> str:
+    return c.file("p.jsonl", "".join(r + "\n" for r in rows))
+
+
+_PAIR = '{"sentence1": "a", "sentence2": "b", "score": 0.5}'
+_OTHER = '{"sentence1": "c", "sentence2": "d", "score": 0.9}'
+
+TRAIN_CASES: dict[str, tuple] = {
+    "train: a lone surrogate": (
+        lambda c: _train(c, _pairs(c, _PAIR, '{"sentence1": "a", "sentence2": "b \\udc80", "score": 1}')),
+        2,
+        "p.jsonl line 2: 'sentence2' holds a lone surrogate ('\\udc80' at character 2)",
+    ),
+    "train: a 400-digit score": (
+        lambda c: _train(c, _pairs(c, '{"sentence1": "a", "sentence2": "b", "score": ' + "9" * 400 + "}")),
+        2,
+        "p.jsonl line 1: 'score' is '99999999999999999999... (400 characters)', not a finite number",
+    ),
+    "train: a score past float32": (
+        lambda c: _train(c, _pairs(c, '{"sentence1": "a", "sentence2": "b", "score": 1e39}')),
+        2,
+        "'score' is 1e+39, not a finite number",
+    ),
+    "train: infonce on scored pairs": (
+        lambda c: _train(c, _pairs(c, _PAIR), loss="infonce"),
+        2,
+        "the infonce loss takes every row as an anchor and its positive and has no use for the 'score' column",
+    ),
+    "train: an --eval file of one row": (
+        lambda c: _train(c, _pairs(c, _PAIR, _OTHER), "--eval", c.file("e.jsonl", _PAIR + "\n")),
+        2,
+        "e.jsonl: every 'score' is 0.5 (1 rows), and Spearman's correlation with equal scores is undefined",
+    ),
+    "train: --max-length 1": (lambda c: _train(c, _pairs(c, _PAIR), "--max-length", 1), 2, "--max-length 1 leaves"),
+    "train: --max-length past the model": (
+        lambda c: _train(c, _pairs(c, _PAIR), "--max-length", 1000, model=c.model),
+        2,
+        "--max-length: max_length 1000 is out of range",
+    ),
+    "train: --seed -1": (lambda c: _train(c, _pairs(c, _PAIR), "--seed", -1), 2, "must be from 0 to 4294967295"),
+    "train: --seed past 64 bits": (
+        lambda c: _train(c, _pairs(c, _PAIR), "--seed", 2**64),
+        2,
+        "must be from 0 to 4294967295",
+    ),
+    "train: --lr inf": (lambda c: _train(c, _pairs(c, _PAIR), "--lr", "inf"), 2, "--lr: must be a finite number"),
+    "train: --weight-decay inf": (
+        lambda c: _train(c, _pairs(c, _PAIR), "--weight-decay", "inf"),
+        2,
+        "--weight-decay: must be a finite number",
+    ),
+    "train: --checkpoint-dir is a file": (
+        lambda c: _train(c, _pairs(c, _PAIR), "--checkpoint-dir", c.file("ck", "x")),
+        2,
+        "ck is a file; name a folder",
+    ),
+    "train: --output holds gte_jax.safetensors": (
+        lambda c: _train(c, _pairs(c, _PAIR), "--output", c.output_with("gte_jax.safetensors", "x")),
+        2,
+        "out already holds gte_jax.safetensors",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_bad_input_gives_a_clear_error(case, minilm_dir, tmp_path):
+    call, expected, fragment = TRAIN_CASES[case]
+    code, stderr = call(Ctx(None, None, None, model=minilm_dir, folder=str(tmp_path)))
+    assert code == expected, stderr
+    assert fragment in stderr, stderr
+    assert "Traceback" not in stderr
+
+
 @pytest.fixture(scope="module")
 def adapters(minilm_dir):
     from llama_index.embeddings.gte_jax import GTEEmbedding

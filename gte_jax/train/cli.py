@@ -7,8 +7,16 @@ Exit codes: 0 done; 2 the data, the options, the model or the checkpoint folder 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gte_jax.loading import Loaded
+    from gte_jax.train.checkpoint import Checkpoints
+    from gte_jax.train.data import Examples, Tokenized
+    from gte_jax.train.step import Trainer, TrainState
 
 from gte_jax.argtypes import positive_int
 from gte_jax.errors import UserError, missing_extra
@@ -64,8 +72,21 @@ def _non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {value}")
+    return value
+
+
+SEED_LIMIT = 2**32  # JAX's PRNG keys take 32 bits (without x64): larger seeds would repeat smaller ones
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_LIMIT - 1}, got {text}")
     return value
 
 
@@ -103,7 +124,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--max-grad-norm", type=_non_negative, default=1.0, help="clip gradients to this norm; 0: off (default: 1)"
     )
     p.add_argument("--max-length", type=positive_int, default=None, help="truncate texts (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="data order and dropout (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="data order and dropout (default: 0)")
     p.add_argument("--scale", type=_non_negative, default=20.0, help="the loss's inverse temperature (default: 20)")
     p.add_argument(
         "--mini-batch-size",
@@ -116,7 +137,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-dropout", action="store_true", help="train without BERT's dropout")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype (bf16: mixed)")
     p.add_argument("--eval", default=None, help="file to score after each epoch (STS Spearman, or top-1 accuracy)")
-    p.add_argument("--checkpoint-dir", default=None, help="train-state checkpoints (default: OUTPUT/checkpoints)")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="train-state checkpoints, kept out of the model folder (default: OUTPUT.checkpoints, beside it)",
+    )
     p.add_argument("--save-steps", type=positive_int, default=500, help="checkpoint every N steps (default: 500)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint, if any")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (results still print)")
@@ -140,29 +165,90 @@ class _OptionError(ValueError, UserError):
     pass
 
 
+class _Diverged(ArithmeticError, UserError):
+    """The loss or the weights stopped being finite: nothing of that step is kept."""
+
+
 def run(args: argparse.Namespace) -> int:
-    """The training job; raises the user errors that :func:`main` turns into exit code 2."""
+    """The training job; raises the user errors that :func:`main` turns into exit code 2.
+
+    Every check that needs no model comes first (options, output folder, data), so a mistake costs no load.
+    """
+    _check_options(args)
+    inputs = _read_data(args)
+    job = _build(args, inputs)
+    checkpoints = _checkpoints(args, job)
+    state, start = _restore_or_init(args, job, checkpoints)
+    state, tokens, elapsed = _train(args, job, checkpoints, state)
+    _export(args, job, state)
+    steps_run = job.total_steps - (start or 0)
+    _say(
+        args,
+        f"trained {steps_run} steps in {elapsed:.1f} s ({steps_run / max(elapsed, 1e-9):.2f} steps/s, "
+        f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s); model written to {args.output}",
+    )
+    return 0
+
+
+def checkpoint_dir(args: argparse.Namespace) -> str:
+    """``--checkpoint-dir``, by default ``OUTPUT.checkpoints`` beside the model folder: shipping the model
+    folder must not ship the optimiser state (three times the model's size)."""
     import os
-    import time
 
-    import jax
-    from flax import nnx
+    return args.checkpoint_dir or f"{os.path.abspath(args.output)}.checkpoints"
 
-    from gte_jax import export, sharding
-    from gte_jax.loading import load
+
+def _check_options(args: argparse.Namespace) -> None:
+    import os
+
+    from gte_jax.export import check_output
+
+    check_output(args.output)  # before training: a folder the model cannot go to would waste the run
+    ckpt = checkpoint_dir(args)
+    if os.path.lexists(ckpt) and not os.path.isdir(ckpt):
+        raise _OptionError(f"--checkpoint-dir {ckpt} is a file; name a folder (it is created).")
+    if os.path.abspath(ckpt) == os.path.abspath(args.output):
+        raise _OptionError("--checkpoint-dir is the --output folder; name another folder for the checkpoints.")
+    if args.max_length is not None and args.max_length < 2:
+        raise _OptionError(f"--max-length {args.max_length} leaves no room for text: [CLS] and [SEP] take 2 tokens.")
+
+
+def _read_data(args: argparse.Namespace) -> tuple[Examples, Examples | None]:
+    """The training and evaluation examples, every row checked (before the model loads)."""
     from gte_jax.train import data
-    from gte_jax.train.checkpoint import Checkpoints
-    from gte_jax.train.evaluate import evaluate
-    from gte_jax.train.step import StepOptions, Trainer, adamw, make_loss
 
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise _OptionError(f"--output {args.output} is a file; name a folder.")
     examples = data.read_examples(args.data)
     data.check_for_loss(examples, args.loss)
     eval_examples = data.read_examples(args.eval) if args.eval else None
-    if eval_examples is not None and eval_examples.labels is None and len(eval_examples.columns) < 2:
-        raise data.DataError(f"{args.eval}: evaluation needs two text columns (and a score for STS).")
+    if eval_examples is not None:
+        data.check_for_eval(eval_examples)
+    return examples, eval_examples
 
+
+@dataclasses.dataclass
+class _Job:
+    """What the steps after loading share."""
+
+    loaded: Loaded
+    trainer: Trainer
+    examples: Examples
+    train_data: Tokenized
+    eval_data: Tokenized | None
+    spans: list[tuple[int, int]]
+    total_steps: int
+
+
+def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -> _Job:
+    """The model, the tokenised data, the optimiser and the compiled step."""
+    from gte_jax import sharding
+    from gte_jax.config import ConfigError
+    from gte_jax.hub import ModelNotFoundError
+    from gte_jax.loading import load
+    from gte_jax.params import CheckpointError
+    from gte_jax.train import data
+    from gte_jax.train.step import StepOptions, Trainer, adamw, make_loss
+
+    examples, eval_examples = inputs
     mesh = sharding.default_mesh()
     dp = sharding.data_parallelism(mesh)
     if args.batch_size % dp:
@@ -172,14 +258,15 @@ def run(args: argparse.Namespace) -> int:
             f"--mini-batch-size {args.mini_batch_size} must divide --batch-size {args.batch_size} and be a multiple "
             f"of the {dp} devices."
         )
-    loaded = load(args.model, mesh=mesh, max_length=args.max_length)
-    model = loaded.model
-    train_data = data.tokenize(examples, loaded.tokenizer)
-    eval_data = data.tokenize(eval_examples, loaded.tokenizer) if eval_examples is not None else None
-
     spans = data.epoch_batches(len(examples), args.batch_size, dp)
     if not spans:
         raise data.DataError(f"{args.data}: {len(examples)} examples make no batch for {dp} devices.")
+    try:
+        loaded = load(args.model, mesh=mesh, max_length=args.max_length)
+    except (ModelNotFoundError, CheckpointError, ConfigError):
+        raise
+    except ValueError as e:  # the one other setting load checks against the model: its length limit
+        raise _OptionError(f"--max-length: {e}") from None
     total_steps = args.epochs * len(spans)
     tx = adamw(
         args.lr,
@@ -195,68 +282,120 @@ def run(args: argparse.Namespace) -> int:
         mini_batch_size=args.mini_batch_size if args.mini_batch_size != args.batch_size else None,
         compute_dtype="bfloat16" if args.dtype == "bfloat16" else None,
     )
-    trainer = Trainer(model, make_loss(args.loss, scale=args.scale), tx, mesh=mesh, options=options)
+    trainer = Trainer(loaded.model, make_loss(args.loss, scale=args.scale), tx, mesh=mesh, options=options)
+    train_data = data.tokenize(examples, loaded.tokenizer)
+    eval_data = data.tokenize(eval_examples, loaded.tokenizer) if eval_examples is not None else None
+    return _Job(loaded, trainer, examples, train_data, eval_data, spans, total_steps)
 
-    checkpoints = Checkpoints(args.checkpoint_dir or os.path.join(args.output, "checkpoints"))
+
+def _checkpoints(args: argparse.Namespace, job: _Job) -> Checkpoints:
+    """The checkpoint folder, checked against this run's settings (recorded there by a fresh run)."""
+    import os
+
+    from gte_jax.train.checkpoint import Checkpoints
+
+    checkpoints = Checkpoints(checkpoint_dir(args))
+    checkpoints.check_foreign()
     settings = {k: getattr(args, k) for k in _RUN_SETTINGS}
     settings.update(
         model=os.path.abspath(args.model) if os.path.isdir(args.model) else args.model,
         data=os.path.abspath(args.data),
         data_sha256=_sha256(args.data),  # the same order needs the same rows
-        max_length=loaded.tokenizer.max_length,
+        max_length=job.loaded.tokenizer.max_length,
     )
-    checkpoints.check_args(settings, resume=args.resume)
+    checkpoints.check_args(settings, resume=args.resume, output=args.output)
+    return checkpoints
+
+
+def _restore_or_init(args: argparse.Namespace, job: _Job, checkpoints: Checkpoints) -> tuple[TrainState, int | None]:
+    """The state to start from, and the step it was restored at (None: a fresh start)."""
     start = checkpoints.latest_step() if args.resume else None
-    if start is not None:
-        state = checkpoints.restore(trainer.abstract_state(args.seed))
-        _say(args, f"resuming from step {start} of {total_steps} ({checkpoints.directory})")
-    else:
+    if start is None:
         if args.resume:
             _say(args, f"no checkpoint in {checkpoints.directory} yet: starting from step 0")
-        state = trainer.init(args.seed)
+        return job.trainer.init(args.seed), None
+    state = checkpoints.restore(job.trainer.abstract_state(args.seed), start)
+    _say(args, f"resuming from step {start} of {job.total_steps} ({checkpoints.directory})")
+    return state, start
 
-    bar = _progress(total_steps, int(state.step), args.quiet)
+
+def _train(
+    args: argparse.Namespace, job: _Job, checkpoints: Checkpoints, state: TrainState
+) -> tuple[TrainState, int, float]:
+    """The epochs from ``state``'s step on, saving every ``--save-steps`` and at each epoch's end.
+
+    Returns:
+        The final state, the tokens trained on, and the seconds it took.
+    """
+    import time
+
+    from gte_jax.train import data
+    from gte_jax.train.evaluate import describe, evaluate
+
+    spans, trainer = job.spans, job.trainer
+    bar = _progress(job.total_steps, int(state.step), args.quiet)
     tokens = 0
     began = time.perf_counter()
     for epoch in range(int(state.step) // len(spans), args.epochs):
-        order = data.epoch_order(len(examples), args.seed, epoch)
+        order = data.epoch_order(len(job.examples), args.seed, epoch)
         for k in range(int(state.step) - epoch * len(spans), len(spans)):
             begin, end = spans[k]
-            batch = train_data.batch(order[begin:end])
+            batch = job.train_data.batch(order[begin:end])
             state, metrics = trainer.step(state, trainer.shard_batch(batch))
             tokens += int(batch["attention_mask"].sum())
-            step = int(state.step)
-            if step % args.save_steps == 0 and step < total_steps:
+            loss = float(metrics["loss"])
+            _check_finite(args, job, checkpoints, int(state.step), loss, bool(metrics["params_finite"]))
+            # Each step is reached once per run, so one save per step: the epoch's end may be a multiple too.
+            if int(state.step) % args.save_steps == 0 or k == len(spans) - 1:
                 checkpoints.save(state)
             if bar is not None:
                 elapsed = max(time.perf_counter() - began, 1e-9)
-                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
                 bar.update(1)
-        checkpoints.save(state)
-        if eval_data is not None:
-            name, value = evaluate(trainer, state.params, eval_data)
-            _say(args, f"epoch {epoch + 1}/{args.epochs}: {args.eval} {name} {value:.4f}", bar)
+        if job.eval_data is not None:
+            name, value = evaluate(trainer, state.params, job.eval_data)
+            _say(args, f"epoch {epoch + 1}/{args.epochs}: {args.eval} {describe(name, value)}", bar)
     if bar is not None:
         bar.close()
-    elapsed = time.perf_counter() - began
+    return state, tokens, time.perf_counter() - began
 
-    nnx.update(model, state.params)
+
+def _check_finite(
+    args: argparse.Namespace, job: _Job, checkpoints: Checkpoints, step: int, loss: float, finite: bool
+) -> None:
+    """Stops a run whose loss or weights are no longer finite, before anything of it is saved."""
+    if math.isfinite(loss) and finite:
+        return
+    what = f"the loss is {loss}" if not math.isfinite(loss) else "the weights hold NaN or infinite values"
+    latest = checkpoints.latest_step()
+    kept = (
+        f"the checkpoints up to step {latest} in {checkpoints.directory} are kept (delete that folder to start again)"
+        if latest is not None
+        else "nothing was saved"
+    )
+    raise _Diverged(
+        f"training diverged at step {step} of {job.total_steps} ({what}); no model was written and {kept}. "
+        f"Start again with a lower --lr (now {args.lr:g}) or clip gradients with --max-grad-norm (now "
+        f"{args.max_grad_norm:g}{': off' if not args.max_grad_norm else ''})."
+    )
+
+
+def _export(args: argparse.Namespace, job: _Job, state: TrainState) -> None:
+    import jax
+    from flax import nnx
+
+    from gte_jax import export
+
+    nnx.update(job.loaded.model, state.params)
     if jax.process_index() == 0:
         export.save_pretrained(
-            model,
+            job.loaded.model,
             args.output,
-            source_dir=loaded.model_dir,
-            tokenizer=loaded.tokenizer,
-            pooling=loaded.pooling,
-            max_seq_length=loaded.tokenizer.max_length,
+            source_dir=job.loaded.model_dir,
+            tokenizer=job.loaded.tokenizer,
+            pooling=job.loaded.pooling,
+            max_seq_length=job.loaded.tokenizer.max_length,
         )
-    steps_run = total_steps - (start or 0)
-    _say(
-        args,
-        f"trained {steps_run} steps in {elapsed:.1f} s ({steps_run / max(elapsed, 1e-9):.2f} steps/s, "
-        f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s); model written to {args.output}",
-    )
-    return 0
 
 
 def _sha256(path: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import decimal
 import json
 import math
 import numbers
@@ -24,8 +25,10 @@ import numpy as np
 
 from gte_jax.batching import bucket_for, length_buckets
 from gte_jax.errors import UserError
+from gte_jax.tokenization import lone_surrogate
 
 LABEL_COLUMNS = ("score", "label")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -42,12 +45,14 @@ class Examples:
         columns: text column names, in file order.
         texts: ``texts[c][i]`` is row ``i``'s text in column ``c``.
         labels: float32 ``[rows]`` from the ``score``/``label`` column, or None.
+        label_name: that column's name, or None.
     """
 
     path: str
     columns: tuple[str, ...]
     texts: tuple[list[str], ...]
     labels: np.ndarray | None
+    label_name: str | None = None
 
     def __len__(self) -> int:
         return len(self.texts[0])
@@ -81,22 +86,20 @@ def read_examples(path: str) -> Examples:
         if missing:
             raise DataError(f"{path} {where}: missing {', '.join(map(repr, missing))} (the first row has it).")
         for c, name in enumerate(columns):
-            value = record[name]
-            if not isinstance(value, str):
-                raise DataError(f"{path} {where}: {name!r} is {_kind(value)}, not a string.")
-            texts[c].append(value)
+            texts[c].append(_text(record[name], f"{path} {where}: {name!r}"))
         if label_name is not None:
             labels.append(_label(record[label_name], f"{path} {where}: {label_name!r}"))
     if columns is None:
         raise DataError(f"{path} holds no examples.")
-    return Examples(path, columns, texts, np.asarray(labels, np.float32) if label_name else None)
+    return Examples(path, columns, texts, np.asarray(labels, np.float32) if label_name else None, label_name)
 
 
 def check_for_loss(examples: Examples, loss: str) -> None:
     """Checks that the file's columns fit the loss.
 
     Raises:
-        DataError: CoSENT without exactly two text columns and a label, or InfoNCE with one text column.
+        DataError: CoSENT without exactly two text columns and a label; InfoNCE with one text column, or with a
+            score/label column, which it would ignore (a pair scored 0 would train as a positive).
     """
     found = f"found text columns {list(examples.columns)}"
     if loss == "cosent":
@@ -105,9 +108,34 @@ def check_for_loss(examples: Examples, loss: str) -> None:
                 f"{examples.path}: the cosent loss needs two text columns (sentence1, sentence2) and a score or "
                 f"label column; {found}{'' if examples.labels is not None else ' and no score'}."
             )
-    elif len(examples.columns) < 2:
+        return
+    if len(examples.columns) < 2:
         raise DataError(
             f"{examples.path}: the {loss} loss needs an anchor and a positive column (then any negatives); {found}."
+        )
+    if examples.label_name is not None:
+        raise DataError(
+            f"{examples.path}: the {loss} loss takes every row as an anchor and its positive and has no use for the "
+            f"{examples.label_name!r} column (a low score would still train as a positive); use --loss cosent for "
+            f"scored pairs, or drop the column (keep only the rows that are true pairs)."
+        )
+
+
+def check_for_eval(examples: Examples) -> None:
+    """Checks that an evaluation file gives a score: two text columns, and scores that vary (Spearman).
+
+    Raises:
+        DataError: one text column; scores that are all equal (one row, or constant), whose rank correlation
+            is undefined.
+    """
+    if len(examples.columns) < 2:
+        raise DataError(
+            f"{examples.path}: evaluation needs two text columns (and a score for STS); found {list(examples.columns)}."
+        )
+    if examples.labels is not None and len(np.unique(examples.labels)) < 2:
+        raise DataError(
+            f"{examples.path}: every {examples.label_name!r} is {examples.labels[0]:g} ({len(examples)} rows), and "
+            "Spearman's correlation with equal scores is undefined; evaluate on rows with different scores."
         )
 
 
@@ -115,61 +143,84 @@ def _kind(value: Any) -> str:
     return "missing (null)" if value is None else f"a {type(value).__name__}"
 
 
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where} is {_kind(value)}, not a string.")
+    at = lone_surrogate(value)
+    if at is not None:  # no tokenizer takes it: found here, before the model loads
+        raise DataError(
+            f"{where} holds a lone surrogate ({value[at]!r} at character {at}), which is not text; fix or drop the row."
+        )
+    return value
+
+
 def _label(value: Any, where: str) -> float:
     if isinstance(value, str):
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
             raise DataError(f"{where} is {value!r}, not a number.") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise DataError(f"{where} is {value!r}, not a finite number.")
-    return float(value)
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real | decimal.Decimal):
+        raise DataError(f"{where} is {_kind(value)}, not a number.")
+    else:
+        try:
+            number = float(value)  # Parquet decimals are Decimal; a JSON integer may have hundreds of digits
+        except OverflowError:
+            number = math.inf
+    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:  # labels are float32
+        shown = value if len(str(value)) <= 40 else f"{str(value)[:20]}... ({len(str(value))} characters)"
+        raise DataError(f"{where} is {shown!r}, not a finite number.")
+    return number
+
+
+def _text_lines(path: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 file (a leading BOM dropped), each decoded on its own: a text reader
+    decodes ahead in blocks, so its error would name an earlier line than the bad byte's."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path} line {n}: not UTF-8 text (byte {raw[e.start]:#04x} at byte {e.start + 1} of the line); "
+                    "save the file as UTF-8."
+                ) from None
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8", errors="strict") as f:
-        n = 0
-        while True:
-            n += 1
-            try:
-                line = f.readline()
-            except UnicodeDecodeError:
-                raise DataError(f"{path} line {n}: not UTF-8 text.") from None
-            if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {n}: not valid JSON ({e.msg}, column {e.colno}).") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path} line {n}: a JSON {type(record).__name__}, not an object.")
-            yield f"line {n}", record
+    for n, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {n}: not valid JSON ({e.msg}, column {e.colno}).") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {n}: a JSON {type(record).__name__}, not an object.")
+        yield f"line {n}", record
 
 
 def _csv_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = next(reader, None)
-            if header is None:
-                return
-            if len(set(header)) != len(header) or not all(header):
-                raise DataError(f"{path} line 1: the header {header} has an empty or repeated column name.")
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise DataError(
-                        f"{path} line {reader.line_num}: {len(row)} fields, but the header names {len(header)}."
-                    )
-                yield f"line {reader.line_num}", dict(zip(header, row, strict=True))
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: not UTF-8 text (near line {reader.line_num + 1}).") from None
-        except csv.Error as e:
-            raise DataError(f"{path} line {reader.line_num}: {e}.") from None
+    # Lines keep their endings (as open(newline="") gives them), so quoted fields may span lines.
+    reader = csv.reader((line for _, line in _text_lines(path)), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if len(set(header)) != len(header) or not all(header):
+            raise DataError(f"{path} line 1: the header {header} has an empty or repeated column name.")
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                fields = f"{len(row)} fields, but the header names {len(header)}"
+                raise DataError(f"{path} line {reader.line_num}: {fields}.")
+            yield f"line {reader.line_num}", dict(zip(header, row, strict=True))
+    except csv.Error as e:
+        raise DataError(f"{path} line {reader.line_num}: {e}.") from None
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:

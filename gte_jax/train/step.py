@@ -68,7 +68,18 @@ def adamw(
     max_grad_norm: float | None = 1.0,
 ) -> optax.GradientTransformation:
     """AdamW as Hugging Face's Trainer runs it: linear warm-up from 0 over ``warmup_ratio`` of the steps, then
-    linear decay to 0; gradients clipped to ``max_grad_norm``; no weight decay on biases and LayerNorms."""
+    linear decay to 0; gradients clipped to ``max_grad_norm``; no weight decay on biases and LayerNorms.
+
+    Raises:
+        ValueError: a rate, decay or norm that is negative or not finite.
+    """
+    for name, value in (
+        ("learning_rate", learning_rate),
+        ("weight_decay", weight_decay),
+        ("max_grad_norm", max_grad_norm),
+    ):
+        if value is not None and not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} is {value}; it must be a finite number, 0 or more.")
     warmup = int(np.ceil(total_steps * warmup_ratio))
     schedule = optax.join_schedules(
         [
@@ -143,7 +154,7 @@ class Trainer:
             (or split over ``model`` as in inference). All devices of all processes by default.
         options: see :class:`StepOptions`.
 
-    ``trainer.step(state, batch)`` returns the new state and ``{"loss", "grad_norm"}``;
+    ``trainer.step(state, batch)`` returns the new state and ``{"loss", "grad_norm", "params_finite"}``;
     ``trainer.grads(state, batch)`` the loss and gradients without updating.
     """
 
@@ -295,7 +306,9 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         params = jax.lax.with_sharding_constraint(params, self.param_shardings)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        # One flag for the whole state: a diverged run must stop before it saves or exports NaN weights.
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "params_finite": finite}
         return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
     def _embed_eval(self, params: nnx.State, ids: jax.Array, mask: jax.Array) -> jax.Array:
