@@ -14,6 +14,7 @@ against ``max_length``) → tokenise → model → pool → ``truncate_dim`` →
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, overload
@@ -36,6 +37,7 @@ from gte_jax.pooling import l2_normalize, pool, pooling_modes
 from gte_jax.prompts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES, check_prompts, first_prompt, resolve_prompt
 from gte_jax.quantization import RANGED, check_precision, quantize_embeddings
 from gte_jax.registry import Registry
+from gte_jax.sentence_config import SentenceConfig
 from gte_jax.tokenization import Tokenizer, lone_surrogate
 
 if TYPE_CHECKING:
@@ -187,8 +189,12 @@ class GTEEncoder:
         similarity_fn_name: str | None = None,
         truncate_dim: int | None = None,
         include_prompt: bool = True,
+        source_dir: str | None = None,
+        sentence: SentenceConfig | None = None,
     ):
         self.model = model
+        self.source_dir = source_dir  # the resolved directory (a Hub id's revision in the cache): saving reads it
+        self._sentence = sentence or SentenceConfig(pooling=pooling, normalize_module=True)
         self.tokenizer = tokenizer
         self.config: GTEConfig = model.config
         self.pooling = pooling
@@ -313,6 +319,8 @@ class GTEEncoder:
             similarity_fn_name=similarity_fn_name or st.similarity_fn_name,
             truncate_dim=truncate_dim or st.truncate_dim,
             include_prompt=st.include_prompt,
+            source_dir=loaded.model_dir,
+            sentence=st,
         )
 
     _registry: Registry | None = None
@@ -608,13 +616,30 @@ class GTEEncoder:
                 self.runner.run(step, token_ids, cast(np.ndarray, sink), batch_size, bar)
         return rows
 
+    def sentence_config(self) -> SentenceConfig:
+        """The sentence-transformers settings this encoder embeds with: the checkpoint's (its Pooling folder,
+        whether it normalises) with this encoder's pooling, length, prompts, similarity and ``truncate_dim``."""
+        return dataclasses.replace(
+            self._sentence,
+            pooling=self.pooling,
+            include_prompt=self.include_prompt,
+            max_seq_length=self.max_length,
+            prompts=dict(self.prompts),
+            default_prompt_name=self.default_prompt_name,
+            similarity_fn_name=self.similarity_fn_name,
+            truncate_dim=self.truncate_dim,
+        )
+
     def save_pretrained(self, path: str) -> str:
-        """Writes the model as a sentence-transformers folder with Hugging Face BERT weights, which
-        ``SentenceTransformer(path)``, ``transformers`` and :meth:`from_pretrained` load; see
-        :func:`gte_jax.export.save_pretrained`. Returns ``path``."""
+        """Writes the model as a sentence-transformers folder with the family's Hugging Face weights, which
+        ``SentenceTransformer(path)``, ``transformers`` and :meth:`from_pretrained` load, with every sentence
+        setting of :meth:`sentence_config`; tokenizer files, licence and unused tensors come from the directory
+        the encoder was loaded from. See :func:`gte_jax.export.save_pretrained`. Returns ``path``."""
         from gte_jax import export
 
-        return export.save_encoder(self, path)
+        return export.save_pretrained(
+            self.model, path, source_dir=self.source_dir, tokenizer=self.tokenizer, sentence=self.sentence_config()
+        )
 
 
 @contextlib.contextmanager

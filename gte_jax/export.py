@@ -17,7 +17,7 @@ import re
 import shutil
 import uuid
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
@@ -26,15 +26,13 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from gte_jax.config import GTEConfig
 from gte_jax.errors import UserError
-from gte_jax.hub import SAFE_WEIGHTS, WEIGHT_FILES, ModelNotFoundError, read_json, resolve_model_dir
+from gte_jax.hub import SAFE_WEIGHTS, WEIGHT_FILES, read_json
 from gte_jax.modeling import BertModel
 from gte_jax.models import family_of
 from gte_jax.params import find_weights, read_tensors
 from gte_jax.pooling import pooling_modes
+from gte_jax.sentence_config import SentenceConfig, read_sentence_config
 from gte_jax.tokenization import Tokenizer
-
-if TYPE_CHECKING:
-    from gte_jax.encoder import GTEEncoder
 
 # gte_jax pooling mode -> the sentence-transformers Pooling config key that turns it on (the classic keys).
 _POOLING_KEYS = {
@@ -111,11 +109,9 @@ def save_pretrained(
     config: GTEConfig | None = None,
     source_dir: str | None = None,
     tokenizer: Tokenizer | None = None,
-    pooling: str = "mean",
-    max_seq_length: int = 512,
-    normalize: bool = True,
+    sentence: SentenceConfig | None = None,
 ) -> str:
-    """Writes a sentence-transformers folder with Hugging Face BERT weights.
+    """Writes a sentence-transformers folder with the family's Hugging Face weights (transformers' native layout).
 
     Args:
         model: the module or its parameter state.
@@ -126,9 +122,10 @@ def save_pretrained(
         source_dir: the model directory the weights came from: its tokenizer files, ``config.json``
             extras and unused tensors (the BERT pooler) are carried over.
         tokenizer: written as ``tokenizer.json`` when ``source_dir`` has no tokenizer files.
-        pooling: a mode of :mod:`gte_jax.pooling` (``"mean"``, ``"cls"``, ...; ``"cls+mean"`` concatenates).
-        max_seq_length: the truncation length sentence-transformers will use.
-        normalize: add sentence-transformers' ``Normalize`` module (gte_jax's default vectors are unit length).
+        sentence: the sentence-transformers settings to write (pooling and its folder, ``include_prompt``,
+            a ``Normalize`` module or not, ``max_seq_length``, prompts, default prompt, similarity function,
+            ``truncate_dim``). By default ``source_dir``'s own; without a source, the family's pooling,
+            a ``Normalize`` module (gte_jax's vectors are unit length by default) and the tokenizer's length.
 
     Returns:
         ``path``.
@@ -150,7 +147,10 @@ def save_pretrained(
         config = config or getattr(model, "config", None)
     if config is None:
         raise ValueError("save_pretrained needs config= when given a parameter state instead of a BertModel.")
-    modes = pooling_modes(pooling)  # raises ValueError for a mode gte_jax does not pool with
+    family = family_of(config)
+    if sentence is None:
+        sentence = _default_sentence(config, family.default_pooling, source_dir, tokenizer)
+    modes = pooling_modes(sentence.pooling)  # raises ValueError for a mode gte_jax does not pool with
     tokenizer_files = [f for f in TOKENIZER_FILES if source_dir and os.path.isfile(os.path.join(source_dir, f))]
     if not tokenizer_files and tokenizer is None:
         raise ValueError("save_pretrained needs the tokenizer: pass source_dir= (a model directory) or tokenizer=.")
@@ -167,9 +167,10 @@ def save_pretrained(
         hf_config = read_json(source_dir, "config.json") or {}
         tensors.update(_passthrough_tensors(source_dir))
     hf_config = {k: v for k, v in hf_config.items() if not k.startswith("_")}
-    hf_config.update(family_of(config).write_config(config))
+    hf_config.update(family.write_config(config))
 
-    os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
+    folder = sentence.pooling_folder
+    os.makedirs(os.path.join(path, folder), exist_ok=True)
     with _replacing(os.path.join(path, "model.safetensors")) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
     _write_json(path, "config.json", hf_config)
@@ -185,43 +186,37 @@ def save_pretrained(
             backend.save(tmp)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 1, "name": "1", "path": folder, "type": "sentence_transformers.models.Pooling"},
     ]
-    if normalize:
+    if sentence.normalize_module:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     _write_json(path, "modules.json", modules)
     pooling_config: dict[str, Any] = {"word_embedding_dimension": config.hidden_size}
     pooling_config.update({key: mode in modes for mode, key in _POOLING_KEYS.items()})
-    _write_json(path, "1_Pooling/config.json", {**pooling_config, "include_prompt": True})
-    _write_json(path, "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    _write_json(path, f"{folder}/config.json", {**pooling_config, "include_prompt": sentence.include_prompt})
+    max_length = sentence.max_seq_length or (tokenizer.max_length if tokenizer else config.max_position_embeddings)
+    _write_json(path, "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
     _write_json(
         path,
         "config_sentence_transformers.json",
-        {"__version__": _versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"},
+        {
+            "__version__": _versions(),
+            "prompts": dict(sentence.prompts),
+            "default_prompt_name": sentence.default_prompt_name,
+            "similarity_fn_name": sentence.similarity_fn_name or "cosine",
+            "truncate_dim": sentence.truncate_dim,
+        },
     )
     return path
 
 
-def save_encoder(encoder: GTEEncoder, path: str) -> str:
-    """:func:`save_pretrained` for a :class:`~gte_jax.GTEEncoder`: its model, tokenizer, pooling and max length.
-
-    The tokenizer files and the BERT pooler come from the directory the encoder was loaded from
-    (for a Hub id, huggingface_hub's cache), else the tokenizer is written from memory.
-    """
-    source: str | None = None
-    if encoder.name:
-        try:
-            source = resolve_model_dir(encoder.name)
-        except ModelNotFoundError:
-            source = None
-    return save_pretrained(
-        encoder.model,
-        path,
-        source_dir=source,
-        tokenizer=encoder.tokenizer,
-        pooling=encoder.pooling,
-        max_seq_length=encoder.max_length,
-    )
+def _default_sentence(
+    config: Any, default_pooling: str, source_dir: str | None, tokenizer: Tokenizer | None
+) -> SentenceConfig:
+    if source_dir:
+        return read_sentence_config(source_dir, default_pooling=default_pooling)
+    length = tokenizer.max_length if tokenizer is not None else None
+    return SentenceConfig(pooling=default_pooling, normalize_module=True, max_seq_length=length)
 
 
 def _passthrough_tensors(source_dir: str) -> dict[str, np.ndarray]:

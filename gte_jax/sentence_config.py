@@ -50,6 +50,8 @@ class SentenceConfig:
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
     truncate_dim: int | None = None
+    pooling_folder: str = "1_Pooling"
+    """The Pooling module's folder, as ``modules.json`` names it."""
 
 
 def read_sentence_config(model_dir: str, default_pooling: str = "mean") -> SentenceConfig:
@@ -88,6 +90,7 @@ def read_sentence_config(model_dir: str, default_pooling: str = "mean") -> Sente
         default_prompt_name=default,
         similarity_fn_name=similarity,
         truncate_dim=truncate_dim,
+        pooling_folder=folder,
     )
 
 

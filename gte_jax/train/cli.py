@@ -393,8 +393,7 @@ def _export(args: argparse.Namespace, job: _Job, state: TrainState) -> None:
             args.output,
             source_dir=job.loaded.model_dir,
             tokenizer=job.loaded.tokenizer,
-            pooling=job.loaded.pooling,
-            max_seq_length=job.loaded.tokenizer.max_length,
+            sentence=dataclasses.replace(job.loaded.sentence, max_seq_length=job.loaded.tokenizer.max_length),
         )
 
 
