@@ -6,7 +6,7 @@ complete (see :mod:`gte_jax.corpus.shards`), so a rerun of the same command
 checks the shards on disk, skips them and redoes the rest: after any crash the
 result has every input row exactly once. Each process holds a lock on its
 share of the output directory while it runs (see :mod:`gte_jax.corpus.lock`)
-and writes its own manifest (``_manifest.json`` for one process,
+and writes its own manifest (see :mod:`gte_jax.corpus.manifest`: ``_manifest.json`` for one process,
 ``_manifest.process-K-of-N.json`` for several); they record the settings,
 which a rerun must match, and every shard's rows and checksum. Quantised outputs
 (``--precision``) keep one set of int8/uint8 ranges per output directory, recorded in the
@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +29,15 @@ import numpy as np
 
 from gte_jax.corpus import calibration, shards
 from gte_jax.corpus.lock import LockHeld, OutputLock
+from gte_jax.corpus.manifest import (
+    MANIFEST_VERSION,
+    JobConflict,
+    check_settings,
+    load_manifests,
+    manifest_path,
+    settings_digest,
+    write_manifest,
+)
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
 from gte_jax.hub import DEFAULT_MODEL
@@ -40,13 +47,7 @@ from gte_jax.quantization import PRECISIONS, RANGED, quantize_embeddings
 if TYPE_CHECKING:
     from gte_jax.encoder import GTEEncoder
 
-MANIFEST_VERSION = 2
-MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # ours only: never a user's backup
 __all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
-
-
-class JobConflict(Exception):
-    """The output directory holds the shards of a different job, or another process is writing them."""
 
 
 class OptionError(Exception):
@@ -110,86 +111,6 @@ def model_id(model: str) -> str:
     """The model as recorded in the manifest: a directory by its real path, a Hub id as given."""
     path = os.path.expanduser(model)
     return os.path.realpath(path) if os.path.isdir(path) else model
-
-
-def manifest_path(out_dir: str, process: int, count: int) -> str:
-    name = "_manifest.json" if count == 1 else f"_manifest.process-{process:05d}-of-{count:05d}.json"
-    return os.path.join(out_dir, name)
-
-
-def load_manifests(out_dir: str) -> dict[str, dict]:
-    """Every manifest in ``out_dir`` (files named as :func:`manifest_path` names them), by path.
-
-    Raises:
-        OutputError: a manifest is not a JSON object; the message names it.
-    """
-    found = {}
-    names = sorted(n for n in os.listdir(out_dir) if MANIFEST_RE.match(n)) if os.path.isdir(out_dir) else []
-    for name in names:
-        path = os.path.join(out_dir, name)
-        try:
-            with open(path, encoding="utf-8") as f:
-                manifest = json.load(f)
-        except FileNotFoundError:
-            continue  # removed by process 0 after a change of process count
-        except (OSError, ValueError) as e:
-            raise OutputError(_corrupt_manifest(path, str(e))) from None
-        if not isinstance(manifest, dict):
-            raise OutputError(_corrupt_manifest(path, f"a JSON {type(manifest).__name__}, not an object"))
-        found[path] = manifest
-    return found
-
-
-def _corrupt_manifest(path: str, detail: str) -> str:
-    return (
-        f"{path} is corrupt ({detail}), so the job's settings cannot be checked; restore it, or start over "
-        "in a new --output directory."
-    )
-
-
-def check_settings(out_dir: str, settings: dict) -> dict[str, dict]:
-    """Refuses an output directory that holds a different job's shards, or files that are not ours.
-
-    Returns:
-        The manifests, by path.
-
-    Raises:
-        JobConflict: the message names each differing setting.
-        OutputError: a manifest is corrupt.
-    """
-    manifests = load_manifests(out_dir)
-    for path, manifest in manifests.items():
-        version = manifest.get("format_version")
-        if version != MANIFEST_VERSION:
-            raise JobConflict(
-                f"{path} was written by another version of gte-jax (manifest format {version!r}, this one writes "
-                f"{MANIFEST_VERSION}); finish that job with that version, or choose a new --output directory."
-            )
-        old = manifest.get("settings", {})
-        if old != settings:
-            diffs = [
-                f"{key} {old.get(key)!r} (now {settings.get(key)!r})"
-                for key in sorted(set(old) | set(settings))
-                if old.get(key) != settings.get(key)
-            ]
-            raise JobConflict(
-                f"{out_dir} holds embeddings made with different settings ({path} has {'; '.join(diffs)}); "
-                "rerun with the same options to resume, or choose a new --output directory."
-            )
-    if not manifests:
-        ours = ("_", ".")
-        strangers = [n for n in os.listdir(out_dir) if not n.startswith(ours)] if os.path.isdir(out_dir) else []
-        if strangers:
-            raise JobConflict(
-                f"{out_dir} is not empty and has no _manifest.json (it holds {strangers[0]!r}); "
-                "choose a new or empty --output directory."
-            )
-    return manifests
-
-
-def settings_digest(settings: dict) -> str:
-    """A short digest of the settings, recorded in every shard so a rerun can tell its own shards."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _now() -> str:
@@ -364,13 +285,6 @@ def _holding_lock(out: str, process: int) -> Iterator[OutputLock]:
         lock.release()
 
 
-def _write_manifest(path: str, manifest: dict) -> None:
-    try:
-        shards.write_json_atomic(path, manifest)
-    except OSError as e:
-        raise OutputError(f"cannot write {path} ({e.strerror}); free some space, then rerun to resume.") from None
-
-
 class _Progress:
     """The progress bar with a token rate, on stderr; none when ``enabled`` is false."""
 
@@ -536,7 +450,7 @@ class _JobRun:
             **({"quantization": self.quantization} if self.quantization else {}),
             "shards": self._records(),
         }
-        _write_manifest(self.manifest_file, self.manifest)
+        write_manifest(self.manifest_file, self.manifest)
         if self.process == 0:  # after a rerun with another process count, the old layout's manifests would double-count
             layout = {manifest_path(self.out, k, self.count) for k in range(self.count)}
             for stale in set(load_manifests(self.out)) - layout:
@@ -594,7 +508,7 @@ class _JobRun:
             shards=[self.records[k] for k in mine],
             this_run=self.progress.summary(),
         )
-        _write_manifest(self.manifest_file, self.manifest)
+        write_manifest(self.manifest_file, self.manifest)
         if not self.job.quiet:
             print(self._summary(len(mine)), file=sys.stderr)
         return self.manifest
@@ -655,7 +569,7 @@ class _JobRun:
             **{key: v for key, v in info.items() if key not in ("invalid_rows", "job")},
         }
         self.manifest.update(shards=self._records(), updated=_now())
-        _write_manifest(self.manifest_file, self.manifest)
+        write_manifest(self.manifest_file, self.manifest)
 
     def _record_stop(self, error: Exception) -> None:
         """Marks the manifest ``stopped``; on a full disk, where even that fails, rewrites it in place."""
