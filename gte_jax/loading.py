@@ -62,7 +62,9 @@ def load(
         raise ValueError(f"dtype {dtype!r} is not supported; use one of the names {DTYPES}.")
     model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
     config = GTEConfig.from_hf_config(f"{model_dir}/config.json")
-    sentence = read_sentence_config(model_dir)  # before the weights: an unsupported module fails fast
+    sentence = read_sentence_config(
+        model_dir, config.hidden_size
+    )  # before the weights: an unsupported module fails fast
     limit = config.max_position_embeddings
     if max_length is None:
         max_length = min(sentence.max_seq_length or limit, limit)

@@ -19,9 +19,9 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import numbers
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -35,13 +35,15 @@ from gte_jax.corpus.manifest import (
     check_settings,
     load_manifests,
     manifest_path,
+    recorded_quantization,
     settings_digest,
     write_manifest,
 )
+from gte_jax.corpus.progress import Progress
 from gte_jax.corpus.shards import OutputError
-from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
+from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint, scan
 from gte_jax.hub import DEFAULT_MODEL
-from gte_jax.prompts import resolve_prompt
+from gte_jax.prompts import prompt_tokens_if_too_long, resolve_prompt, too_long_prompt
 from gte_jax.quantization import PRECISIONS, RANGED, quantize_embeddings
 
 if TYPE_CHECKING:
@@ -101,8 +103,9 @@ class EmbedJob:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size", "truncate_dim"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not supported; use one of {PRECISIONS}.")
 
@@ -138,8 +141,10 @@ def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
 
     Raises:
         OptionError: ``--prompt-name`` is not one of the model's prompts, the model cannot take a
-            prompt, ``--truncate-dim`` is beyond the model's dimension, or ``--calibration`` is given
-            for a precision without ranges.
+            prompt, the prompt fills ``max_length`` (every text would get the same vector),
+            ``--truncate-dim`` is beyond the model's dimension, or ``--calibration`` is given for a
+            precision without ranges, or cannot give ranges (a .npy of unusable ranges, a file of texts
+            that is missing or of another kind).
     """
     try:
         prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name)
@@ -147,6 +152,13 @@ def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
         raise OptionError(f"--prompt-name: {e}") from None
     if prompt and not enc.include_prompt:
         raise OptionError(f"{job.model} pools without its prompt tokens, which gte_jax does not run; drop the prompt.")
+    count = prompt_tokens_if_too_long(enc.tokenizer, prompt)
+    if count is not None:
+        limit = enc.config.max_position_embeddings
+        raise OptionError(
+            f"{too_long_prompt(prompt, count, enc.max_length)}; choose a shorter prompt (--prompt-name) or a larger "
+            f"--max-length (the model takes up to {limit})."
+        )
     if job.truncate_dim is not None and job.truncate_dim > enc.pooled_dim:
         raise OptionError(
             f"--truncate-dim {job.truncate_dim} is more than the model's {enc.pooled_dim} dimensions; "
@@ -154,7 +166,16 @@ def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
         )
     if job.calibration is not None and job.precision not in RANGED:
         raise OptionError(f"--calibration sets int8/uint8 ranges; it does not apply to --precision {job.precision}.")
-    return prompt, job.truncate_dim or enc.dim
+    dim = job.truncate_dim or enc.dim
+    if job.calibration is not None:
+        try:  # what can be checked before the job embeds anything (texts are checked once embedded)
+            if calibration.is_ranges_file(job.calibration):
+                calibration.load_ranges(job.calibration, dim)
+            else:
+                calibration.calibration_source(job.calibration, job.text_field)
+        except calibration.CalibrationError as e:
+            raise OptionError(str(e)) from None
+    return prompt, dim
 
 
 def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncoder:
@@ -162,16 +183,30 @@ def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncode
 
     Raises:
         OptionError: ``dtype`` or ``max_length`` does not fit the model.
-        ModelNotFoundError, CheckpointError: as :meth:`GTEEncoder.from_pretrained`.
+        ModelNotFoundError, ConfigError, CheckpointError: as :meth:`GTEEncoder.from_pretrained`.
     """
     from gte_jax import GTEEncoder, sharding
+    from gte_jax.config import ConfigError
+    from gte_jax.params import CheckpointError
 
     try:
         return GTEEncoder.shared(model, dtype=dtype, max_length=max_length, mesh=sharding.local_mesh())
-    except ValueError as e:
-        if type(e) is not ValueError:  # CheckpointError and the like: the callers' to handle
-            raise
+    except (ConfigError, CheckpointError):  # the model's files: the callers' to report as they are
+        raise
+    except ValueError as e:  # what from_pretrained refuses of the arguments themselves
         raise OptionError(f"{e} (check --max-length and --dtype)") from e
+
+
+def quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None, source: str | None) -> np.ndarray:
+    """``vectors`` at ``precision``, with the job's fixed int8/uint8 ``ranges`` (taken from ``source``).
+
+    Raises:
+        OptionError: the ranges cannot separate these vectors (see :func:`gte_jax.quantization.check_separates`).
+    """
+    try:
+        return np.asarray(quantize_embeddings(vectors, precision, ranges=ranges))
+    except ValueError as e:
+        raise OptionError(f"the int8/uint8 ranges of {source} cannot be used: {e}") from None
 
 
 def make_ranges(
@@ -230,10 +265,12 @@ def run(job: EmbedJob) -> dict:
 
     source = Source(job.input, detect_format(job.input, job.format), text_field=job.text_field, id_field=job.id_field)
     process, count = jax.process_index(), jax.process_count()
+    # Everything that can be checked without the output directory is, before it is created.
+    enc = load_encoder(job.model, dtype=job.dtype, max_length=job.max_length)
+    state = _JobRun(job, source, enc, process, count)
+    state.plan()
     out = prepare_output(job.output)
     with _holding_lock(out, process):
-        enc = load_encoder(job.model, dtype=job.dtype, max_length=job.max_length)
-        state = _JobRun(job, source, enc, process, count)
         state.check()
         state.start()
         state.embed_shards()
@@ -285,38 +322,6 @@ def _holding_lock(out: str, process: int) -> Iterator[OutputLock]:
         lock.release()
 
 
-class _Progress:
-    """The progress bar with a token rate, on stderr; none when ``enabled`` is false."""
-
-    def __init__(self, total: int | None, desc: str, enabled: bool):
-        self.rows = self.tokens = 0
-        self.start = time.perf_counter()
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, rows: int, tokens: int) -> None:
-        self.rows += rows
-        self.tokens += tokens
-        if self._bar is not None:
-            self._bar.update(rows)
-            rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-            self._bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-
-    def close(self) -> None:
-        """Closes the bar; a bar that never moved is erased rather than printed again."""
-        if self._bar is not None:
-            if self.rows == 0:
-                self._bar.leave = False
-            self._bar.close()
-            self._bar = None
-
-    def summary(self) -> dict:
-        return {"rows": self.rows, "tokens": self.tokens, "seconds": round(time.perf_counter() - self.start, 3)}
-
-
 class _JobRun:
     """One process's run of a job, in steps: :meth:`check`, :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
 
@@ -326,6 +331,9 @@ class _JobRun:
         self.out = job.output
         self.size = job.shard_size
         self.prompt, self.dim = resolve_options(enc, job)
+        input_fingerprint, lines = scan(job.input)
+        if source.total_rows is None:
+            source.total_rows = lines
         self.settings = {
             "model": model_id(job.model),
             "dtype": job.dtype,
@@ -333,7 +341,7 @@ class _JobRun:
             "dimension": self.dim,
             "pooling": enc.pooling,
             "normalize": job.normalize,
-            "input": {"format": source.format, **fingerprint(job.input)},
+            "input": {"format": source.format, **input_fingerprint},
             "text_field": source.text_field,
             "id_field": source.id_field,
             "id_type": source.id_type,
@@ -349,7 +357,7 @@ class _JobRun:
         self.records: dict[int, dict] = {}  # shard entries of the manifest
         self.done: set[int] = set()
         self.written = 0
-        self.progress: _Progress | None = None
+        self.progress: Progress | None = None
 
     def mine(self, k: int) -> bool:
         return k % self.count == self.process
@@ -358,7 +366,7 @@ class _JobRun:
         """The encode options, recorded only when set, so that a default job's settings stay as they were."""
         job = self.job
         extra: dict = {}
-        if job.truncate_dim is not None:
+        if job.truncate_dim is not None and job.truncate_dim != self.enc.dim:  # not the model's own
             extra["truncate_dim"] = job.truncate_dim
         if job.prompt_name is not None:
             extra["prompt_name"] = job.prompt_name
@@ -391,16 +399,11 @@ class _JobRun:
         """
         if self.job.precision not in RANGED:
             return
-        recorded = {json.dumps(m["quantization"]): m["quantization"] for m in manifests.values() if "quantization" in m}
-        if len(recorded) > 1:
-            raise JobConflict(
-                f"{self.out} holds manifests with different int8/uint8 ranges; its shards are not comparable: "
-                "choose a new --output directory."
-            )
-        if recorded:
-            self.quantization = next(iter(recorded.values()))
+        recorded = recorded_quantization(manifests, self.out, self.dim)
+        if recorded is not None:
+            self.quantization = recorded
             self.ranges = np.asarray(self.quantization["ranges"], dtype=np.float32)
-        else:
+        elif self.ranges is None:
             self.ranges, source = self._new_ranges()
             self.quantization = {"precision": self.job.precision, "ranges": self.ranges.tolist(), "from": source}
         self.digest = settings_digest({**self.settings, "ranges": self.quantization["ranges"]})
@@ -413,10 +416,17 @@ class _JobRun:
 
     # -- steps --------------------------------------------------------------------------
 
+    def plan(self) -> None:
+        """What can be settled before the output directory is created (or locked): whether it holds another
+        job, and the int8/uint8 ranges, which :meth:`check` then confirms under the lock."""
+        manifests, self.settings = check_settings(self.out, self.settings)
+        self.fix_ranges(manifests)
+
     def check(self) -> None:
         """Checks, before anything is written, that the output directory holds this job: the manifests'
         settings, and each finished shard of ours (by its footer, and its size against the manifest)."""
-        manifests = check_settings(self.out, self.settings)
+        manifests, self.settings = check_settings(self.out, self.settings)
+        self.digest = settings_digest(self.settings)
         self.fix_ranges(manifests)
         recorded = {
             s["shard"]: (s, path)
@@ -463,7 +473,10 @@ class _JobRun:
 
         On an error the open shard is dropped and the manifest says ``stopped``, with the error.
         """
-        self.progress = _Progress(self._rows_left(), self._bar_label(), enabled=not self.job.quiet)
+        total, initial = self._bar_rows()
+        if self.done and not self.job.quiet:
+            print(self._resuming(), file=sys.stderr)
+        self.progress = Progress(total, self._bar_label(), enabled=not self.job.quiet, initial=initial)
         writer = None
         try:
             for piece in self.source.pieces(self.size, lambda k: self.mine(k) and k not in self.done):
@@ -543,13 +556,14 @@ class _JobRun:
     def _add(self, writer: shards.ShardWriter, piece: Piece) -> None:
         """Embeds ``piece`` into ``writer``'s shard, refusing invalid rows (unless skipped) and non-finite vectors."""
         if piece.invalid and not self.job.skip_invalid:
-            raise InputError(f"{piece.invalid[0]}; fix it, or pass --skip-invalid to skip such rows.")
+            raise InputError(self._invalid(piece))
         vectors, n_tokens = self.embed(piece.texts)
         bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
         if bad.size:
             raise EmbeddingError(self._non_finite(piece, bad))
         if self.job.precision != "float32":
-            vectors = np.asarray(quantize_embeddings(vectors, self.job.precision, ranges=self.ranges))
+            source = self.quantization["from"] if self.quantization else None
+            vectors = quantize(vectors, self.job.precision, self.ranges, source)
         try:
             writer.add(piece, vectors)
         except OSError as e:
@@ -580,12 +594,53 @@ class _JobRun:
             with contextlib.suppress(OSError), open(self.manifest_file, "w", encoding="utf-8") as f:
                 json.dump(stopped, f, indent=2)
 
-    def _rows_left(self) -> int | None:
-        """Rows left to embed, for the bar: known up front for Parquet on one process."""
+    def _shard_rows(self, k: int) -> int:
         total = self.source.total_rows
-        if total is None or self.count != 1:
-            return None
-        return max(0, total - sum(min(self.size, total - k * self.size) for k in self.done))
+        assert total is not None  # counted by __init__
+        return max(0, min(self.size, total - k * self.size))
+
+    def _bar_rows(self) -> tuple[int | None, int]:
+        """The bar's total (this process's share of the input) and its start (the rows of its finished shards)."""
+        if self.source.total_rows is None:
+            return None, 0
+        mine = [k for k in range(max(1, -(-self.source.total_rows // self.size))) if self.mine(k)]
+        return sum(self._shard_rows(k) for k in mine), sum(self._shard_rows(k) for k in self.done)
+
+    def _resuming(self) -> str:
+        """What a rerun found done: ``resuming emb/: shards 0-3, 5 of 8 are done (50 rows); embedding the rest``."""
+        done = sorted(self.done)
+        spans: list[str] = []
+        for k in done:
+            if spans and k - 1 in self.done:
+                spans[-1] = f"{spans[-1].split('-')[0]}-{k}"
+            else:
+                spans.append(str(k))
+        total = self.source.total_rows
+        of = f" of {max(1, -(-total // self.size))}" if total is not None else ""
+        rows = sum(self.infos[k]["rows"] for k in done)
+        return (
+            f"resuming {self.out}: shard{'s' if len(done) > 1 else ''} {', '.join(spans)}{of} "
+            f"{'are' if len(done) > 1 else 'is'} done ({rows} rows); embedding the rest."
+        )
+
+    def _invalid(self, piece: Piece) -> str:
+        """The error for a piece with invalid rows. When the input's very first rows all fail the same way, an
+        option is likely wrong (--text-field, --format), and --skip-invalid would skip every row: say so."""
+        first = piece.invalid[0]
+        first_rows = piece.shard == 0 and not piece.texts and self.progress is not None and self.progress.rows == 0
+        if not first_rows or len({i.reason for i in piece.invalid}) > 1:
+            return f"{first}; fix it, or pass --skip-invalid to skip such rows."
+        more = len(piece.invalid) - 1
+        same = f" (as do the {more} rows after it)" if more else ""
+        if first.fields:
+            fields = ", ".join(repr(f) for f in first.fields)
+            hint = (
+                f"--text-field {self.source.text_field!r} is probably wrong: the records have {fields}; pass "
+                "--text-field with the one that holds the texts"
+            )
+        else:
+            hint = f"check that {self.source.path} is the file you meant, read as {self.source.format} (--format)"
+        return f"{first}{same}; {hint}."
 
     def _bar_label(self) -> str:
         return "embedding" if self.count == 1 else f"embedding (process {self.process}/{self.count})"
@@ -612,4 +667,10 @@ class _JobRun:
         skipped = (
             f"; skipped {counts['invalid']} invalid row(s), listed in {self.manifest_file}" if counts["invalid"] else ""
         )
-        return f"{counts['embedded']} rows embedded into {n_shards} shard(s) in {self.out}{skipped}"
+        if not self.done:
+            return f"{counts['embedded']} rows embedded into {n_shards} shard(s) in {self.out}{skipped}"
+        now = sum(self.infos[k]["embedded"] for k in self.infos if k not in self.done)
+        return (
+            f"{now} rows embedded into {self.written} new shard(s); with the {len(self.done)} done before, {self.out} "
+            f"holds {counts['embedded']} rows in {n_shards} shard(s){skipped}"
+        )
