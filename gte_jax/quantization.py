@@ -96,9 +96,9 @@ def check_ranges(ranges: object, dim: int, *, advice: str = ADVICE) -> np.ndarra
         (steps < np.finfo(np.float32).tiny, "have no usable width (the minimum equals the maximum, or is too close)"),
     )
     for bad, problem in problems:
-        if bad.any():
+        if np.any(bad):
             raise ValueError(
-                f"ranges {problem} in {_dimensions(bad)}, so they cannot separate vectors there; {advice}."
+                f"ranges {problem} in {_dimensions(np.asarray(bad))}, so they cannot separate vectors there; {advice}."
             )
     return bounds
 
@@ -181,10 +181,12 @@ def _quantize(
     if embeddings.shape[0] == 0 and embeddings.ndim == 2:
         return np.zeros((0, dim), dtype=quantized_dtype(precision))
     given = ranges is not None
-    if ranges is None and calibration_embeddings is None:
-        ranges = quantization_ranges(embeddings)  # this call's own: identical vectors rightly share codes
+    if ranges is not None:
+        ranges = check_ranges(ranges, dim)
+    elif calibration_embeddings is not None:
+        ranges = check_ranges(quantization_ranges(calibration_embeddings), dim)
     else:
-        ranges = check_ranges(ranges if given else quantization_ranges(calibration_embeddings), dim)
+        ranges = quantization_ranges(embeddings)  # this call's own: identical vectors rightly share codes
     ranges = np.asarray(ranges, dtype=np.float32)
     starts = ranges[0, :]
     steps = (ranges[1, :] - starts) / 255

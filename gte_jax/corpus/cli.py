@@ -187,7 +187,8 @@ def embed_stream(args: argparse.Namespace, model: str, chunk: int = 256) -> int:
     """``--text`` or stdin: prints ``{"id": i, "embedding": [...]}`` per text, as each chunk is done."""
     import numpy as np
 
-    from gte_jax.corpus.job import EmbedJob, embed_texts, load_encoder, make_ranges, quantize, resolve_options
+    from gte_jax.corpus.job import EmbedJob
+    from gte_jax.corpus.options import embed_texts, load_encoder, make_ranges, quantize, resolve_options
     from gte_jax.quantization import RANGED
     from gte_jax.tokenization import lone_surrogate
 
