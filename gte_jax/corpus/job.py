@@ -194,7 +194,8 @@ def _holding_lock(out: str, process: int) -> Iterator[OutputLock]:
 
 
 class _JobRun:
-    """One process's run of a job, in steps: :meth:`check`, :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
+    """One process's run of a job, in steps: :meth:`plan` (before the output directory exists), :meth:`check`,
+    :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
 
     def __init__(self, job: EmbedJob, source: Source, enc: GTEEncoder, process: int, count: int):
         self.job, self.source, self.enc = job, source, enc
