@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import numbers
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, overload
 
@@ -34,7 +36,15 @@ from gte_jax.loading import load
 from gte_jax.modeling import BertModel
 from gte_jax.models import param_dtype
 from gte_jax.pooling import l2_normalize, pool, pooling_modes
-from gte_jax.prompts import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES, check_prompts, first_prompt, resolve_prompt
+from gte_jax.prompts import (
+    DOCUMENT_PROMPT_NAMES,
+    QUERY_PROMPT_NAMES,
+    check_prompts,
+    first_prompt,
+    prompt_tokens_if_too_long,
+    resolve_prompt,
+    too_long_prompt,
+)
 from gte_jax.quantization import RANGED, check_precision, quantize_embeddings
 from gte_jax.registry import Registry
 from gte_jax.sentence_config import SentenceConfig
@@ -141,9 +151,10 @@ def _check_positive(name: str, value: int | None) -> int | None:
 
 
 def _check_truncate_dim(value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    """``value`` as an int; numpy integers (``np.int64(8)``) pass, booleans do not."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
         raise ValueError(f"truncate_dim must be a positive integer or None (all dimensions), not {value!r}.")
-    return value
+    return None if value is None else int(value)
 
 
 def _check_ranges(precision: str, ranges: object, calibration_embeddings: object) -> None:
@@ -203,6 +214,7 @@ class GTEEncoder:
         self.default_prompt_name = default_prompt_name
         self.similarity_fn_name = sim.check_similarity_fn_name(similarity_fn_name or "cosine")
         self.include_prompt = include_prompt
+        self._checked_prompts: set[str] = set()  # prompts already checked for length (a warning once each)
         self.truncate_dim: int | None = None
         self.truncate_dim = self._truncate_dim(truncate_dim)
         self.dim = self.truncate_dim or self.pooled_dim
@@ -575,6 +587,12 @@ class GTEEncoder:
             prompt.encode("utf-8")
         except UnicodeEncodeError as e:
             raise ValueError(f"prompt holds a lone surrogate at character {e.start}; drop it.") from None
+        if prompt not in self._checked_prompts:
+            self._checked_prompts.add(prompt)
+            count = prompt_tokens_if_too_long(self.tokenizer, prompt)
+            if count is not None:
+                message = too_long_prompt(prompt, count, self.max_length)
+                warnings.warn(f"{message}; use a shorter prompt or a larger max_length.", RuntimeWarning, stacklevel=3)
         return [prompt + t for t in texts]
 
     def _sentence_embeddings(

@@ -69,7 +69,7 @@ def load(
     model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
     family, config = read_config(model_dir)
     # before the weights: an unsupported module fails fast
-    sentence = read_sentence_config(model_dir, default_pooling=family.default_pooling)
+    sentence = read_sentence_config(model_dir, config.hidden_size, default_pooling=family.default_pooling)
     limit = config.max_position_embeddings
     if max_length is None:
         max_length = min(sentence.max_seq_length or limit, limit)

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gte_jax.tokenization import Tokenizer
 
 QUERY_PROMPT_NAMES = ("query",)
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
@@ -28,10 +32,17 @@ def check_prompts(
     """``prompts`` as a dict, after checking it and that ``default_prompt_name`` is one of them.
 
     Raises:
-        TypeError: a prompt name or text is not a string.
+        TypeError: ``prompts`` is not a mapping of names to texts (a string, say), or a name or text is not a string.
         ValueError: ``default_prompt_name`` names no prompt.
     """
-    checked = dict(prompts or {})
+    shown = repr(prompts) if len(repr(prompts)) <= 40 else f"a {type(prompts).__name__}"
+    wrong = f"prompts must be a dict of prompt name to prompt text, such as {{'query': 'query: '}}, not {shown}."
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(wrong)
+    try:
+        checked = dict(prompts or {})
+    except (TypeError, ValueError):
+        raise TypeError(wrong) from None
     for name, text in checked.items():
         if not isinstance(name, str) or not isinstance(text, str):
             raise TypeError(f"prompts must map names to strings; got {name!r}: {text!r}.")
@@ -80,3 +91,26 @@ def resolve_prompt(
 def first_prompt(prompts: Mapping[str, str], names: tuple[str, ...]) -> str:
     """The first of ``names`` that ``prompts`` has, or ``""``."""
     return next((prompts[n] for n in names if n in prompts), "")
+
+
+def prompt_tokens_if_too_long(tokenizer: Tokenizer, prompt: str) -> int | None:
+    """The prompt's token count when it leaves no room for the text, else None.
+
+    A prompt that fills ``max_length`` with [CLS] and [SEP] truncates every text away: every text would
+    get the same vector, the prompt's.
+    """
+    if not prompt:
+        return None
+    encoding = tokenizer.backend.encode(prompt, add_special_tokens=False)  # truncated: the rest overflows
+    count = len(encoding.ids) + sum(len(part.ids) for part in encoding.overflowing)
+    special = len(tokenizer.backend.encode("").ids)
+    return count if count + special >= tokenizer.max_length else None
+
+
+def too_long_prompt(prompt: str, count: int, max_length: int) -> str:
+    """What is wrong with a prompt that :func:`prompt_tokens_if_too_long` found too long (callers add the fix)."""
+    shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    return (
+        f"the prompt {shown!r} is {count} tokens, which with [CLS] and [SEP] fill max_length {max_length}: no "
+        "token of any text fits after it, so every text would get the same vector"
+    )

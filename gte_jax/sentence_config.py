@@ -54,9 +54,17 @@ class SentenceConfig:
     """The Pooling module's folder, as ``modules.json`` names it."""
 
 
-def read_sentence_config(model_dir: str, default_pooling: str = "mean") -> SentenceConfig:
+def read_sentence_config(
+    model_dir: str, hidden_size: int | None = None, default_pooling: str = "mean"
+) -> SentenceConfig:
     """The settings of ``model_dir``'s sentence-transformers files; defaults for the files it lacks
-    (``default_pooling``, the model family's, when it has no Pooling config).
+    (``default_pooling``, the model family's, when it has no Pooling config). ``hidden_size`` bounds a
+    checkpoint's ``truncate_dim``.
+
+    Args:
+        model_dir: the checkpoint's directory.
+        hidden_size: the model's (``config.json``); when given, ``truncate_dim`` must not exceed the
+            pooled dimension (``hidden_size`` times the number of pooling modes).
 
     Raises:
         ConfigError: a file is malformed, names a module or pooling mode gte_jax does not run, or a
@@ -79,8 +87,18 @@ def read_sentence_config(model_dir: str, default_pooling: str = "mean") -> Sente
             f"{SIMILARITY_FUNCTIONS} (pass similarity_fn_name= to from_pretrained to choose one)."
         )
     truncate_dim = st.get("truncate_dim")
-    if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)):
-        raise ConfigError(f"{where}: truncate_dim must be an integer or null, not {truncate_dim!r}.")
+    dims = hidden_size * len(pooling.split("+")) if hidden_size else None
+    if truncate_dim is not None and (
+        isinstance(truncate_dim, bool)
+        or not isinstance(truncate_dim, int)
+        or truncate_dim < 1
+        or (dims is not None and truncate_dim > dims)
+    ):
+        allowed = f"1 to {dims}" if dims else "a positive integer"
+        raise ConfigError(
+            f"{where}: truncate_dim must be {allowed} (the dimensions to keep) or null (all), not {truncate_dim!r}; "
+            "fix the file."
+        )
     return SentenceConfig(
         pooling=pooling,
         include_prompt=include_prompt,
@@ -95,10 +113,23 @@ def read_sentence_config(model_dir: str, default_pooling: str = "mean") -> Sente
 
 
 def max_seq_length(model_dir: str) -> int | None:
-    """``max_seq_length`` from ``sentence_bert_config.json``, or None."""
+    """``max_seq_length`` from ``sentence_bert_config.json``, or None.
+
+    Raises:
+        ConfigError: it is not a positive integer (the message names the file).
+    """
     cfg = _object(model_dir, "sentence_bert_config.json")
     value = cfg.get("max_seq_length")
-    return int(value) if value else None
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{model_dir}/sentence_bert_config.json: max_seq_length must be a positive integer or null, not "
+            f"{value!r}; fix the file."
+        )
+    return value
 
 
 def _object(model_dir: str, name: str) -> dict[str, Any]:

@@ -161,12 +161,27 @@ CASES: dict[str, tuple] = {
         ValueError,
         "ranges must be a [2, 384] array",
     ),
+    "encode: NaN ranges": (
+        lambda c: c.enc.encode(["a", "b"], precision="int8", ranges=np.full((2, 384), np.nan)),
+        ValueError,
+        "ranges hold NaN or infinity in dimension 0 and 383 more",
+    ),
+    "encode: ranges far too wide": (
+        lambda c: c.enc.encode(["a cat", "a tensor"], precision="int8", ranges=np.array([[-1e38] * 384, [1e38] * 384])),
+        ValueError,
+        "far too wide",
+    ),
     "similarity: rows of different sizes": (
         lambda c: c.enc.similarity(np.ones((2, 384)), np.ones((2, 10))),
         ValueError,
         "384-dimensional embeddings with 10-dimensional",
     ),
     # -- GTEEncoder.from_pretrained ----------------------------------------------------------------
+    "load: prompts a string": (
+        lambda c: GTEEncoder.from_pretrained(c.model, prompts="query: "),
+        TypeError,
+        "prompts must be a dict of prompt name to prompt text",
+    ),
     "load: a missing directory": (lambda c: GTEEncoder.from_pretrained("/no/dir"), FileNotFoundError, "/no/dir"),
     "load: hidden_size a string": (
         lambda c: GTEEncoder.from_pretrained(c.model_with({"hidden_size": "384"})),
@@ -335,6 +350,25 @@ CASES: dict[str, tuple] = {
         ),
         2,
         "int8/uint8 ranges are a [2, 384] float array",
+    ),
+    "embed: a calibration of identical texts": (
+        lambda c: _embed(
+            c,
+            c.file("c.txt", "a\nb\n"),
+            "-o",
+            "out",
+            "--precision",
+            "int8",
+            "--calibration",
+            c.file("s.txt", "x\n" * 5),
+        ),
+        2,
+        "have no usable width",
+    ),
+    "embed: --text that is not UTF-8": (
+        lambda c: _embed(c, "--text", os.fsdecode(b"caf\xe9")),
+        2,
+        "--text 1: invalid UTF-8 at byte 3",
     ),
     "embed: a calibration file of another kind": (
         lambda c: _embed(

@@ -190,3 +190,70 @@ def test_usage_errors(tmp_path, minilm_dir, capsys):
     assert "missing.txt: no such file" in capsys.readouterr().err
     assert embed(write_txt(tmp_path / "c.csv", ["a"]), "--model", minilm_dir, "--output", tmp_path / "o") == 2
     assert "pass --format" in capsys.readouterr().err
+
+
+def test_wrong_text_field_then_the_corrected_run(tmp_path, minilm_dir, capsys):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": i, "text": t} for i, t in enumerate(texts(10))])
+    out = tmp_path / "out"
+    assert embed(corpus, "--model", minilm_dir, "--output", out, "--text-field", "body") == 2
+    err = capsys.readouterr().err
+    assert f"{corpus} line 1: no 'body' field (as do the 9 rows after it)" in err, err
+    assert "--text-field 'body' is probably wrong: the records have 'id', 'text'" in err, err
+    assert "--skip-invalid" not in err  # it would skip every row
+    assert not [n for n in os.listdir(out) if n.endswith(".parquet")]
+    # the failed run wrote no shard, so its settings do not bind the output: the corrected command runs
+    assert embed(corpus, "--model", minilm_dir, "--output", out) == 0
+    assert read_result(out)[0] == list(range(10))
+    assert json.loads((out / "_manifest.json").read_text())["settings"]["text_field"] == "text"
+
+
+def test_a_bad_row_later_on_still_suggests_skip_invalid(tmp_path, minilm_dir, capsys):
+    records = [{"text": t} for t in texts(3)] + [{"body": "x"}]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", records)
+    assert embed(corpus, "--model", minilm_dir, "--output", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"{corpus} line 4: no 'text' field; fix it, or pass --skip-invalid" in err, err
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--model", "/no/such/model"], "/no/such/model"),
+        (["--truncate-dim", "1000"], "--truncate-dim 1000 is more than"),
+        (["--prompt-name", "query"], "--prompt-name: prompt_name 'query'"),
+        (["--precision", "int8", "--calibration", "missing.npy"], "missing.npy"),
+    ],
+    ids=["bad model", "bad --truncate-dim", "bad --prompt-name", "missing --calibration"],
+)
+def test_failed_options_leave_no_output_directory(tmp_path, minilm_dir, capsys, options, fragment):
+    corpus = write_txt(tmp_path / "corpus.txt", texts(3))
+    out = tmp_path / "out"
+    assert main(["embed", corpus, "--model", minilm_dir, "--output", str(out), "--quiet", *options]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_text_argument_that_is_not_utf8(minilm_dir, capsys):
+    text = os.fsdecode(b"x\xed\xa0\x80")  # argv bytes that are not UTF-8: Python keeps them as lone surrogates
+    assert main(["embed", "--model", minilm_dir, "--text", "fine", "--text", text]) == 2
+    err = capsys.readouterr().err
+    assert err == "gte-jax embed: error: --text 2: invalid UTF-8 at byte 1\n", err
+
+
+def test_resume_says_what_was_done_and_counts_this_run(tmp_path, minilm_dir, capsys):
+    corpus = write_txt(tmp_path / "corpus.txt", texts(10))
+    out = tmp_path / "out"
+    args = ["embed", corpus, "--model", minilm_dir, "--output", str(out), "--shard-size", "4"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "/10 [" in err and "10 rows embedded into 3 shard(s)" in err, err  # a .txt input's bar has a total
+    os.remove(out / "part-00001.parquet")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"resuming {out}: shards 0, 2 of 3 are done (6 rows); embedding the rest." in err, err
+    assert "6/10 [" in err and "10/10 [" in err, err  # the bar starts at the rows already done
+    assert f"4 rows embedded into 1 new shard(s); with the 2 done before, {out} holds 10 rows in 3 shard(s)" in err
+    os.remove(out / "part-00000.parquet")
+    os.remove(out / "part-00001.parquet")
+    assert main(args) == 0
+    assert "shard 2 of 3 is done (2 rows)" in capsys.readouterr().err

@@ -150,3 +150,92 @@ def test_quick_mode_options(minilm_dir, enc, capsys, monkeypatch, tmp_path):
     assert embed("-", "--model", minilm_dir, "--precision", "int8", "--calibration", tmp_path / "ranges.npy") == 0
     row = json.loads(capsys.readouterr().out)
     assert row["id"] == 0 and len(row["embedding"]) == 384 and all(-128 <= v <= 127 for v in row["embedding"])
+
+
+def _ranges(low: float, high: float) -> np.ndarray:
+    return np.vstack([np.full(384, low), np.full(384, high)]).astype(np.float32)
+
+
+DEGENERATE = {
+    # name: (the --calibration file's content, what the message says); all used to give identical vectors, exit 0
+    "100 identical texts": ("same line\n" * 100, "ranges of 100 texts of"),
+    "blank lines": ("\n" * 20, "ranges of 20 texts of"),
+    "min == max": (_ranges(0.1, 0.1), "have no usable width"),
+    "a denormal width": (_ranges(0, 1e-45), "have no usable width"),
+    "NaN": (_ranges(np.nan, 1), "hold NaN or infinity"),
+    "overflowing width": (_ranges(-3e38, 3e38), "too wide for float32"),
+}
+
+
+@pytest.mark.parametrize("case", DEGENERATE)
+def test_degenerate_calibration_is_refused_before_the_output_exists(tmp_path, minilm_dir, capsys, case):
+    content, fragment = DEGENERATE[case]
+    corpus = write_txt(tmp_path / "corpus.txt", texts(50))
+    if isinstance(content, str):
+        path = write_txt(tmp_path / "calibration.txt", content.split("\n")[:-1])
+    else:
+        path = str(tmp_path / "calibration.npy")
+        np.save(path, content)
+    out = tmp_path / "out"
+    assert embed(corpus, "--model", minilm_dir, "-o", out, "--precision", "uint8", "--calibration", path) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and path in err and "dimension 0 and 383 more" in err, err
+    assert not out.exists()  # refused before anything was created
+
+
+def test_ranges_far_too_wide_are_refused_at_the_first_piece(tmp_path, minilm_dir, capsys):
+    corpus = write_txt(tmp_path / "corpus.txt", texts(50))
+    path = str(tmp_path / "wide.npy")
+    np.save(path, _ranges(-1e38, 1e38))  # finite width, but every vector of the corpus gets the same codes
+    out = tmp_path / "out"
+    assert embed(corpus, "--model", minilm_dir, "-o", out, "--precision", "int8", "--calibration", path) == 2
+    err = capsys.readouterr().err
+    assert f"the int8/uint8 ranges of {path} cannot be used" in err and "far too wide" in err, err
+    assert not [n for n in os.listdir(out) if n.endswith(".parquet")]  # no shard of identical vectors
+    assert embed("--text", "a cat", "--text", "a tensor", "--model", minilm_dir, "--precision", "int8",
+                 "--calibration", path) == 2  # fmt: skip
+    assert "far too wide" in capsys.readouterr().err
+
+
+def test_damaged_manifest_ranges_are_named(tmp_path, minilm_dir, capsys):
+    corpus = write_txt(tmp_path / "corpus.txt", texts(10))
+    out = tmp_path / "out"
+    args = [corpus, "--model", minilm_dir, "-o", out, "--precision", "int8", "--shard-size", 4]
+    assert embed(*args) == 0
+    record = manifest(out)
+    record["quantization"]["ranges"] = "abc"  # hand-edited
+    (out / "_manifest.json").write_text(json.dumps(record))
+    os.remove(out / "part-00002.parquet")
+    capsys.readouterr()
+    assert embed(*args) == 2
+    err = capsys.readouterr().err
+    assert f"{out / '_manifest.json'} is damaged: its quantization.ranges cannot be used" in err, err
+    assert "not 'abc'" in err and "restore the manifest" in err and "Traceback" not in err
+
+
+def test_rerun_compares_settings_as_the_vectors_differ(tmp_path, minilm_dir, capsys):
+    corpus = write_txt(tmp_path / "corpus.txt", texts(10))
+    out = tmp_path / "out"
+    assert embed(corpus, "--model", minilm_dir, "-o", out, "--precision", "int8") == 0
+    capsys.readouterr()
+    assert embed(corpus, "--model", minilm_dir, "-o", out) == 2  # no --precision: float32, not None
+    assert "precision 'int8' (now 'float32')" in capsys.readouterr().err
+    # --truncate-dim 384 on a 384-dimensional model is no --truncate-dim: the same job, either way round
+    assert embed(corpus, "--model", minilm_dir, "-o", out, "--precision", "int8", "--truncate-dim", 384) == 0
+    assert "truncate_dim" not in manifest(out)["settings"]
+    full = tmp_path / "full"
+    assert embed(corpus, "--model", minilm_dir, "-o", full, "--truncate-dim", 384, "--shard-size", 4) == 0
+    os.remove(full / "part-00001.parquet")
+    assert embed(corpus, "--model", minilm_dir, "-o", full, "--shard-size", 4) == 0
+    assert sorted(n for n in os.listdir(full) if n.endswith(".parquet"))[1] == "part-00001.parquet"
+
+
+def test_prompt_longer_than_max_length_is_refused(tmp_path, minilm_with_prompts, capsys):
+    model = minilm_with_prompts({"long": "represent this sentence for retrieval " * 60})  # 300 tokens > 256
+    corpus = write_txt(tmp_path / "corpus.txt", texts(10))
+    out = tmp_path / "out"
+    assert embed(corpus, "--model", model, "-o", out, "--prompt-name", "long") == 2
+    err = capsys.readouterr().err
+    assert "is 300 tokens, which with [CLS] and [SEP] fill max_length 256" in err, err
+    assert "every text would get the same vector" in err and "--max-length" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -328,3 +328,52 @@ def test_shared_encoders_take_prompts(model_dir):
     assert GTEEncoder.shared(model_dir, prompts=dict(prompts), max_length=32) is first
     assert first.prompts["query"] == "q: " and first.prompts["document"] == "passage: "  # the user's win
     GTEEncoder.release(model_dir)
+
+
+def test_a_prompt_that_fills_max_length_warns_once(enc, texts):
+    long = "represent this sentence for retrieval " * 60  # 300 tokens: past max_length 256, no room for the text
+    with pytest.warns(RuntimeWarning, match=r"is 300 tokens, which with \[CLS\] and \[SEP\] fill max_length 256") as w:
+        vectors = enc.encode(texts[:3], prompt=long)
+    assert len(w) == 1 and "every text would get the same vector" in str(w[0].message)
+    assert w[0].filename == __file__  # points at the caller
+    np.testing.assert_array_equal(vectors[0], vectors[1])  # why it warns: the texts were truncated away
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc.encode(texts[:3], prompt=long)  # once per prompt
+        enc.encode(texts[:3], prompt="query: ")  # a prompt that leaves room: no warning
+
+
+def test_numpy_integers_are_integers(enc, texts):
+    assert enc.encode(texts[:2], truncate_dim=np.int64(8)).shape == (2, 8)
+    for bad in (True, 8.0, "8"):
+        with pytest.raises(ValueError, match="truncate_dim must be a positive integer"):
+            enc.encode(texts[:2], truncate_dim=bad)
+
+
+@pytest.mark.parametrize("prompts", ["query: ", ["query: "], 5])
+def test_prompts_must_map_names_to_texts(model_dir, prompts):
+    with pytest.raises(TypeError, match=r"prompts must be a dict of prompt name to prompt text, such as \{'query'"):
+        GTEEncoder.from_pretrained(model_dir, prompts=prompts)
+
+
+@pytest.mark.parametrize(
+    "name, setting, message",
+    [
+        ("config_sentence_transformers.json", {"truncate_dim": 0}, "truncate_dim must be 1 to 384"),
+        ("config_sentence_transformers.json", {"truncate_dim": 385}, "truncate_dim must be 1 to 384"),
+        ("config_sentence_transformers.json", {"truncate_dim": "64"}, "truncate_dim must be 1 to 384"),
+        ("sentence_bert_config.json", {"max_seq_length": "abc"}, "max_seq_length must be a positive integer"),
+    ],
+)
+def test_checkpoint_settings_out_of_range_name_the_file(minilm_dir, tmp_path, name, setting, message):
+    from gte_jax.config import ConfigError
+
+    path = write_model_dir(minilm_dir, str(tmp_path / "model"), st_config={"prompts": PROMPTS})
+    target = os.path.join(path, name)
+    if os.path.islink(target):
+        os.remove(target)  # a link to MiniLM's own file: never write through it
+    with open(target, "w") as f:
+        json.dump(setting, f)
+    with pytest.raises(ConfigError, match=message) as err:
+        GTEEncoder.from_pretrained(path)
+    assert str(err.value).startswith(f"{path}/{name}: ")

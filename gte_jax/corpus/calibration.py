@@ -19,6 +19,7 @@ import numpy as np
 
 from gte_jax.corpus.sources import SUFFIXES, Source, detect_format
 from gte_jax.errors import UserError
+from gte_jax.quantization import check_ranges
 
 CALIBRATION_ROWS = 10_000
 
@@ -31,7 +32,8 @@ def load_ranges(path: str, dim: int) -> np.ndarray:
     """``[2, dim]`` float32 minima and maxima from a ``.npy`` file.
 
     Raises:
-        CalibrationError: the file cannot be read, or holds anything else.
+        CalibrationError: the file cannot be read, holds anything else, or holds ranges that cannot separate
+            vectors (see :func:`gte_jax.quantization.check_ranges`).
     """
     try:
         ranges = np.load(path, allow_pickle=False)
@@ -42,10 +44,11 @@ def load_ranges(path: str, dim: int) -> np.ndarray:
             f"--calibration {path} holds a {ranges.dtype} array of shape {ranges.shape}; int8/uint8 ranges are a "
             f"[2, {dim}] float array: per-dimension minima, then maxima."
         )
-    ranges = ranges.astype(np.float32)
-    if not np.isfinite(ranges).all() or (ranges[0] > ranges[1]).any():
-        raise CalibrationError(f"--calibration {path}: ranges must be finite, with each minimum at most its maximum.")
-    return ranges
+    advice = "pass the minima and maxima of the embeddings of representative texts"
+    try:
+        return check_ranges(ranges, dim, advice=advice)
+    except ValueError as e:
+        raise CalibrationError(f"--calibration {path}: its {e}") from None
 
 
 def ranges_from_texts(
@@ -60,7 +63,8 @@ def ranges_from_texts(
         first_shard: read only the first shard of this size (all when None).
 
     Raises:
-        CalibrationError: fewer than two texts, or non-finite embeddings.
+        CalibrationError: fewer than two texts, non-finite embeddings, or embeddings too alike to give ranges
+            (the same texts, or blank ones: see :func:`gte_jax.quantization.check_ranges`).
     """
     low: np.ndarray | None = None
     high: np.ndarray | None = None
@@ -86,7 +90,15 @@ def ranges_from_texts(
             f"cannot compute int8/uint8 ranges from {count} text(s) of {source.path}; pass --calibration with a "
             ".txt/.jsonl/.parquet of representative texts or a .npy of [2, dim] ranges."
         )
-    return np.vstack((low, high)).astype(np.float32), count
+    advice = (
+        "the texts are too alike (the same, or blank): pass --calibration with a .txt/.jsonl/.parquet of different, "
+        "representative texts"
+    )
+    try:
+        ranges = check_ranges(np.vstack((low, high)), low.shape[0], advice=advice)
+    except ValueError as e:
+        raise CalibrationError(f"the int8/uint8 ranges of {count} texts of {source.path}: {e}") from None
+    return ranges, count
 
 
 def calibration_source(path: str, text_field: str) -> Source:

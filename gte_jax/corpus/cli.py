@@ -175,9 +175,17 @@ def embed_stream(args: argparse.Namespace, model: str, chunk: int = 256) -> int:
     """``--text`` or stdin: prints ``{"id": i, "embedding": [...]}`` per text, as each chunk is done."""
     import numpy as np
 
-    from gte_jax.corpus.job import EmbedJob, embed_texts, load_encoder, make_ranges, resolve_options
-    from gte_jax.quantization import RANGED, quantize_embeddings
+    from gte_jax.corpus.job import EmbedJob
+    from gte_jax.corpus.options import embed_texts, load_encoder, make_ranges, quantize, resolve_options
+    from gte_jax.quantization import RANGED
+    from gte_jax.tokenization import lone_surrogate
 
+    for i, text in enumerate(args.text or []):
+        at = lone_surrogate(text)
+        if at is not None:  # bytes of the command line that are not UTF-8 (Python keeps them as surrogates)
+            byte = len(text[:at].encode("utf-8", "surrogateescape"))
+            print(f"gte-jax embed: error: --text {i + 1}: invalid UTF-8 at byte {byte}", file=sys.stderr)
+            return 2
     enc = load_encoder(model, dtype=args.dtype, max_length=args.max_length)
     options = EmbedJob(
         input="-",
@@ -197,10 +205,10 @@ def embed_stream(args: argparse.Namespace, model: str, chunk: int = 256) -> int:
         )
         return vectors
 
-    ranges = make_ranges(options, floats, dim, None, 1)[0] if args.precision in RANGED else None
+    ranges, source = make_ranges(options, floats, dim, None, 1) if args.precision in RANGED else (None, None)
 
     def emit(first: int, texts: list[str]) -> None:
-        vectors = quantize_embeddings(floats(texts), args.precision, ranges=ranges)
+        vectors = quantize(floats(texts), args.precision, ranges, source)
         for i, v in enumerate(np.asarray(vectors).tolist()):
             sys.stdout.write(json.dumps({"id": first + i, "embedding": v}) + "\n")
         sys.stdout.flush()

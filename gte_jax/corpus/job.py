@@ -6,7 +6,7 @@ complete (see :mod:`gte_jax.corpus.shards`), so a rerun of the same command
 checks the shards on disk, skips them and redoes the rest: after any crash the
 result has every input row exactly once. Each process holds a lock on its
 share of the output directory while it runs (see :mod:`gte_jax.corpus.lock`)
-and writes its own manifest (``_manifest.json`` for one process,
+and writes its own manifest (see :mod:`gte_jax.corpus.manifest`: ``_manifest.json`` for one process,
 ``_manifest.process-K-of-N.json`` for several); they record the settings,
 which a rerun must match, and every shard's rows and checksum. Quantised outputs
 (``--precision``) keep one set of int8/uint8 ranges per output directory, recorded in the
@@ -18,44 +18,39 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
+import numbers
 import os
-import re
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gte_jax.corpus import calibration, shards
+from gte_jax.corpus import shards
 from gte_jax.corpus.lock import LockHeld, OutputLock
+from gte_jax.corpus.manifest import (
+    MANIFEST_VERSION,
+    JobConflict,
+    check_settings,
+    load_manifests,
+    manifest_path,
+    recorded_quantization,
+    settings_digest,
+    write_manifest,
+)
+from gte_jax.corpus.options import OptionError, embed_texts, load_encoder, make_ranges, quantize, resolve_options
+from gte_jax.corpus.progress import Progress
 from gte_jax.corpus.shards import OutputError
-from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint
+from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint, scan
 from gte_jax.errors import UserError
 from gte_jax.hub import DEFAULT_MODEL
-from gte_jax.prompts import resolve_prompt
-from gte_jax.quantization import PRECISIONS, RANGED, quantize_embeddings
+from gte_jax.quantization import PRECISIONS, RANGED
 
 if TYPE_CHECKING:
     from gte_jax.encoder import GTEEncoder
 
-MANIFEST_VERSION = 2
-MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # ours only: never a user's backup
 __all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
-
-
-# The command line names no prompt text itself: prompts come from the checkpoint.
-CLI_NO_PROMPTS = 'add a "prompts" map to the model\'s config_sentence_transformers.json, or drop --prompt-name'
-
-
-class JobConflict(UserError):
-    """The output directory holds the shards of a different job, or another process is writing them."""
-
-
-class OptionError(UserError):
-    """An option does not fit the model (``--max-length`` beyond its position limit, an unknown ``--dtype``)."""
 
 
 class EmbeddingError(UserError):
@@ -105,8 +100,9 @@ class EmbedJob:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size", "truncate_dim"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not supported; use one of {PRECISIONS}.")
 
@@ -117,181 +113,8 @@ def model_id(model: str) -> str:
     return os.path.realpath(path) if os.path.isdir(path) else model
 
 
-def manifest_path(out_dir: str, process: int, count: int) -> str:
-    name = "_manifest.json" if count == 1 else f"_manifest.process-{process:05d}-of-{count:05d}.json"
-    return os.path.join(out_dir, name)
-
-
-def load_manifests(out_dir: str) -> dict[str, dict]:
-    """Every manifest in ``out_dir`` (files named as :func:`manifest_path` names them), by path.
-
-    Raises:
-        OutputError: a manifest is not a JSON object; the message names it.
-    """
-    found = {}
-    names = sorted(n for n in os.listdir(out_dir) if MANIFEST_RE.match(n)) if os.path.isdir(out_dir) else []
-    for name in names:
-        path = os.path.join(out_dir, name)
-        try:
-            with open(path, encoding="utf-8") as f:
-                manifest = json.load(f)
-        except FileNotFoundError:
-            continue  # removed by process 0 after a change of process count
-        except (OSError, ValueError) as e:
-            raise OutputError(_corrupt_manifest(path, str(e))) from None
-        if not isinstance(manifest, dict):
-            raise OutputError(_corrupt_manifest(path, f"a JSON {type(manifest).__name__}, not an object"))
-        found[path] = manifest
-    return found
-
-
-def _corrupt_manifest(path: str, detail: str) -> str:
-    return (
-        f"{path} is corrupt ({detail}), so the job's settings cannot be checked; restore it, or start over "
-        "in a new --output directory."
-    )
-
-
-def check_settings(out_dir: str, settings: dict) -> dict[str, dict]:
-    """Refuses an output directory that holds a different job's shards, or files that are not ours.
-
-    Returns:
-        The manifests, by path.
-
-    Raises:
-        JobConflict: the message names each differing setting.
-        OutputError: a manifest is corrupt.
-    """
-    manifests = load_manifests(out_dir)
-    for path, manifest in manifests.items():
-        version = manifest.get("format_version")
-        if version != MANIFEST_VERSION:
-            raise JobConflict(
-                f"{path} was written by another version of gte-jax (manifest format {version!r}, this one writes "
-                f"{MANIFEST_VERSION}); finish that job with that version, or choose a new --output directory."
-            )
-        old = manifest.get("settings", {})
-        if old != settings:
-            diffs = [
-                f"{key} {old.get(key)!r} (now {settings.get(key)!r})"
-                for key in sorted(set(old) | set(settings))
-                if old.get(key) != settings.get(key)
-            ]
-            raise JobConflict(
-                f"{out_dir} holds embeddings made with different settings ({path} has {'; '.join(diffs)}); "
-                "rerun with the same options to resume, or choose a new --output directory."
-            )
-    if not manifests:
-        ours = ("_", ".")
-        strangers = [n for n in os.listdir(out_dir) if not n.startswith(ours)] if os.path.isdir(out_dir) else []
-        if strangers:
-            raise JobConflict(
-                f"{out_dir} is not empty and has no _manifest.json (it holds {strangers[0]!r}); "
-                "choose a new or empty --output directory."
-            )
-    return manifests
-
-
-def settings_digest(settings: dict) -> str:
-    """A short digest of the settings, recorded in every shard so a rerun can tell its own shards."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def embed_texts(
-    enc: GTEEncoder,
-    texts: list[str],
-    batch_size: int | None,
-    normalize: bool,
-    *,
-    prompt: str = "",
-    truncate_dim: int | None = None,
-) -> tuple[np.ndarray, int]:
-    """``[len(texts), dim]`` float32 embeddings and the number of tokens they took (``prompt`` put before
-    each text, as ``enc.encode(texts, prompt=prompt)`` does)."""
-    token_ids = enc.tokenize([prompt + t for t in texts] if prompt else texts)
-    out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize, truncate_dim=truncate_dim)
-    return out, sum(len(t) for t in token_ids)
-
-
-def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
-    """The prompt text (``""`` for none) and the float dimension of the job's vectors.
-
-    Raises:
-        OptionError: ``--prompt-name`` is not one of the model's prompts, the model cannot take a
-            prompt, ``--truncate-dim`` is beyond the model's dimension, or ``--calibration`` is given
-            for a precision without ranges.
-    """
-    try:
-        prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name, no_prompts=CLI_NO_PROMPTS)
-    except ValueError as e:
-        raise OptionError(f"--prompt-name: {e}") from None
-    if prompt and not enc.include_prompt:
-        raise OptionError(f"{job.model} pools without its prompt tokens, which gte_jax does not run; drop the prompt.")
-    if job.truncate_dim is not None and job.truncate_dim > enc.pooled_dim:
-        raise OptionError(
-            f"--truncate-dim {job.truncate_dim} is more than the model's {enc.pooled_dim} dimensions; "
-            f"use 1 to {enc.pooled_dim}."
-        )
-    if job.calibration is not None and job.precision not in RANGED:
-        raise OptionError(f"--calibration sets int8/uint8 ranges; it does not apply to --precision {job.precision}.")
-    return prompt, job.truncate_dim or enc.dim
-
-
-def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncoder:
-    """The model on this process's devices only: each host encodes its shards independently.
-
-    Raises:
-        OptionError: ``dtype`` or ``max_length`` does not fit the model.
-        ModelNotFoundError, CheckpointError: as :meth:`GTEEncoder.from_pretrained`.
-    """
-    from gte_jax import GTEEncoder, sharding
-
-    try:
-        return GTEEncoder.shared(model, dtype=dtype, max_length=max_length, mesh=sharding.local_mesh())
-    except ValueError as e:
-        if type(e) is not ValueError:  # CheckpointError and the like: the callers' to handle
-            raise
-        raise OptionError(f"{e} (check --max-length and --dtype)") from e
-
-
-def make_ranges(
-    job: EmbedJob,
-    embed: Callable[[list[str]], np.ndarray],
-    dim: int,
-    input_format: str | None,
-    shard_size: int,
-) -> tuple[np.ndarray, str]:
-    """int8/uint8 ranges for ``job`` and where they came from: ``--calibration``, else the input's first shard
-    (``input_format`` None: there is no input file to take them from).
-
-    Raises:
-        OptionError: the calibration file or rows cannot give ranges, or none was given where one is needed.
-    """
-    try:
-        if job.calibration is not None and calibration.is_ranges_file(job.calibration):
-            return calibration.load_ranges(job.calibration, dim), job.calibration
-        if job.calibration is not None:
-            source = calibration.calibration_source(job.calibration, job.text_field)
-            ranges, n = calibration.ranges_from_texts(source, embed, limit=None, first_shard=None)
-            return ranges, f"{n} texts of {job.calibration}"
-    except calibration.CalibrationError as e:
-        raise OptionError(str(e)) from None
-    if input_format is None:
-        raise OptionError(
-            f"--precision {job.precision} needs fixed ranges for --text or stdin: pass --calibration with a .npy of "
-            "[2, dim] ranges or a .txt/.jsonl/.parquet of representative texts."
-        )
-    source = Source(job.input, input_format, text_field=job.text_field, id_field=job.id_field)
-    limit = min(shard_size, calibration.CALIBRATION_ROWS)
-    try:
-        ranges, n = calibration.ranges_from_texts(source, embed, limit=limit, first_shard=shard_size)
-    except calibration.CalibrationError as e:
-        raise OptionError(str(e)) from None
-    return ranges, f"the first {n} texts of the input (shard 0)"
 
 
 def run(job: EmbedJob) -> dict:
@@ -314,10 +137,12 @@ def run(job: EmbedJob) -> dict:
 
     source = Source(job.input, detect_format(job.input, job.format), text_field=job.text_field, id_field=job.id_field)
     process, count = jax.process_index(), jax.process_count()
+    # Everything that can be checked without the output directory is, before it is created.
+    enc = load_encoder(job.model, dtype=job.dtype, max_length=job.max_length)
+    state = _JobRun(job, source, enc, process, count)
+    state.plan()
     out = prepare_output(job.output)
     with _holding_lock(out, process):
-        enc = load_encoder(job.model, dtype=job.dtype, max_length=job.max_length)
-        state = _JobRun(job, source, enc, process, count)
         state.check()
         state.start()
         state.embed_shards()
@@ -369,47 +194,9 @@ def _holding_lock(out: str, process: int) -> Iterator[OutputLock]:
         lock.release()
 
 
-def _write_manifest(path: str, manifest: dict) -> None:
-    try:
-        shards.write_json_atomic(path, manifest)
-    except OSError as e:
-        raise OutputError(f"cannot write {path} ({e.strerror}); free some space, then rerun to resume.") from None
-
-
-class _Progress:
-    """The progress bar with a token rate, on stderr; none when ``enabled`` is false."""
-
-    def __init__(self, total: int | None, desc: str, enabled: bool):
-        self.rows = self.tokens = 0
-        self.start = time.perf_counter()
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, rows: int, tokens: int) -> None:
-        self.rows += rows
-        self.tokens += tokens
-        if self._bar is not None:
-            self._bar.update(rows)
-            rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-            self._bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-
-    def close(self) -> None:
-        """Closes the bar; a bar that never moved is erased rather than printed again."""
-        if self._bar is not None:
-            if self.rows == 0:
-                self._bar.leave = False
-            self._bar.close()
-            self._bar = None
-
-    def summary(self) -> dict:
-        return {"rows": self.rows, "tokens": self.tokens, "seconds": round(time.perf_counter() - self.start, 3)}
-
-
 class _JobRun:
-    """One process's run of a job, in steps: :meth:`check`, :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
+    """One process's run of a job, in steps: :meth:`plan` (before the output directory exists), :meth:`check`,
+    :meth:`start`, :meth:`embed_shards`, :meth:`finish`."""
 
     def __init__(self, job: EmbedJob, source: Source, enc: GTEEncoder, process: int, count: int):
         self.job, self.source, self.enc = job, source, enc
@@ -417,6 +204,9 @@ class _JobRun:
         self.out = job.output
         self.size = job.shard_size
         self.prompt, self.dim = resolve_options(enc, job)
+        input_fingerprint, lines = scan(job.input)
+        if source.total_rows is None:
+            source.total_rows = lines
         self.settings = {
             "model": model_id(job.model),
             "dtype": job.dtype,
@@ -424,7 +214,7 @@ class _JobRun:
             "dimension": self.dim,
             "pooling": enc.pooling,
             "normalize": job.normalize,
-            "input": {"format": source.format, **fingerprint(job.input)},
+            "input": {"format": source.format, **input_fingerprint},
             "text_field": source.text_field,
             "id_field": source.id_field,
             "id_type": source.id_type,
@@ -440,7 +230,7 @@ class _JobRun:
         self.records: dict[int, dict] = {}  # shard entries of the manifest
         self.done: set[int] = set()
         self.written = 0
-        self.progress: _Progress | None = None
+        self.progress: Progress | None = None
 
     def mine(self, k: int) -> bool:
         return k % self.count == self.process
@@ -449,7 +239,7 @@ class _JobRun:
         """The encode options, recorded only when set, so that a default job's settings stay as they were."""
         job = self.job
         extra: dict = {}
-        if job.truncate_dim is not None:
+        if job.truncate_dim is not None and job.truncate_dim != self.enc.dim:  # not the model's own
             extra["truncate_dim"] = job.truncate_dim
         if job.prompt_name is not None:
             extra["prompt_name"] = job.prompt_name
@@ -482,16 +272,11 @@ class _JobRun:
         """
         if self.job.precision not in RANGED:
             return
-        recorded = {json.dumps(m["quantization"]): m["quantization"] for m in manifests.values() if "quantization" in m}
-        if len(recorded) > 1:
-            raise JobConflict(
-                f"{self.out} holds manifests with different int8/uint8 ranges; its shards are not comparable: "
-                "choose a new --output directory."
-            )
-        if recorded:
-            self.quantization = next(iter(recorded.values()))
+        recorded = recorded_quantization(manifests, self.out, self.dim)
+        if recorded is not None:
+            self.quantization = recorded
             self.ranges = np.asarray(self.quantization["ranges"], dtype=np.float32)
-        else:
+        elif self.quantization is None:  # else plan() made them, before the output directory existed
             self.ranges, source = self._new_ranges()
             self.quantization = {"precision": self.job.precision, "ranges": self.ranges.tolist(), "from": source}
         self.digest = settings_digest({**self.settings, "ranges": self.quantization["ranges"]})
@@ -504,10 +289,17 @@ class _JobRun:
 
     # -- steps --------------------------------------------------------------------------
 
+    def plan(self) -> None:
+        """What can be settled before the output directory is created (or locked): whether it holds another
+        job, and the int8/uint8 ranges, which :meth:`check` then confirms under the lock."""
+        manifests, self.settings = check_settings(self.out, self.settings)
+        self.fix_ranges(manifests)
+
     def check(self) -> None:
         """Checks, before anything is written, that the output directory holds this job: the manifests'
         settings, and each finished shard of ours (by its footer, and its size against the manifest)."""
-        manifests = check_settings(self.out, self.settings)
+        manifests, self.settings = check_settings(self.out, self.settings)
+        self.digest = settings_digest(self.settings)
         self.fix_ranges(manifests)
         recorded = {
             s["shard"]: (s, path)
@@ -541,7 +333,7 @@ class _JobRun:
             **({"quantization": self.quantization} if self.quantization else {}),
             "shards": self._records(),
         }
-        _write_manifest(self.manifest_file, self.manifest)
+        write_manifest(self.manifest_file, self.manifest)
         if self.process == 0:  # after a rerun with another process count, the old layout's manifests would double-count
             layout = {manifest_path(self.out, k, self.count) for k in range(self.count)}
             for stale in set(load_manifests(self.out)) - layout:
@@ -554,7 +346,10 @@ class _JobRun:
 
         On an error the open shard is dropped and the manifest says ``stopped``, with the error.
         """
-        self.progress = _Progress(self._rows_left(), self._bar_label(), enabled=not self.job.quiet)
+        total, initial = self._bar_rows()
+        if self.done and not self.job.quiet:
+            print(self._resuming(), file=sys.stderr)
+        self.progress = Progress(total, self._bar_label(), enabled=not self.job.quiet, initial=initial)
         writer = None
         try:
             for piece in self.source.pieces(self.size, lambda k: self.mine(k) and k not in self.done):
@@ -599,7 +394,7 @@ class _JobRun:
             shards=[self.records[k] for k in mine],
             this_run=self.progress.summary(),
         )
-        _write_manifest(self.manifest_file, self.manifest)
+        write_manifest(self.manifest_file, self.manifest)
         if not self.job.quiet:
             print(self._summary(len(mine)), file=sys.stderr)
         return self.manifest
@@ -634,13 +429,14 @@ class _JobRun:
     def _add(self, writer: shards.ShardWriter, piece: Piece) -> None:
         """Embeds ``piece`` into ``writer``'s shard, refusing invalid rows (unless skipped) and non-finite vectors."""
         if piece.invalid and not self.job.skip_invalid:
-            raise InputError(f"{piece.invalid[0]}; fix it, or pass --skip-invalid to skip such rows.")
+            raise InputError(self._invalid(piece))
         vectors, n_tokens = self.embed(piece.texts)
         bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
         if bad.size:
             raise EmbeddingError(self._non_finite(piece, bad))
         if self.job.precision != "float32":
-            vectors = np.asarray(quantize_embeddings(vectors, self.job.precision, ranges=self.ranges))
+            source = self.quantization["from"] if self.quantization else None
+            vectors = quantize(vectors, self.job.precision, self.ranges, source)
         try:
             writer.add(piece, vectors)
         except OSError as e:
@@ -660,7 +456,7 @@ class _JobRun:
             **{key: v for key, v in info.items() if key not in ("invalid_rows", "job")},
         }
         self.manifest.update(shards=self._records(), updated=_now())
-        _write_manifest(self.manifest_file, self.manifest)
+        write_manifest(self.manifest_file, self.manifest)
 
     def _record_stop(self, error: Exception) -> None:
         """Marks the manifest ``stopped``; on a full disk, where even that fails, rewrites it in place."""
@@ -671,12 +467,53 @@ class _JobRun:
             with contextlib.suppress(OSError), open(self.manifest_file, "w", encoding="utf-8") as f:
                 json.dump(stopped, f, indent=2)
 
-    def _rows_left(self) -> int | None:
-        """Rows left to embed, for the bar: known up front for Parquet on one process."""
+    def _shard_rows(self, k: int) -> int:
         total = self.source.total_rows
-        if total is None or self.count != 1:
-            return None
-        return max(0, total - sum(min(self.size, total - k * self.size) for k in self.done))
+        assert total is not None  # counted by __init__
+        return max(0, min(self.size, total - k * self.size))
+
+    def _bar_rows(self) -> tuple[int | None, int]:
+        """The bar's total (this process's share of the input) and its start (the rows of its finished shards)."""
+        if self.source.total_rows is None:
+            return None, 0
+        mine = [k for k in range(max(1, -(-self.source.total_rows // self.size))) if self.mine(k)]
+        return sum(self._shard_rows(k) for k in mine), sum(self._shard_rows(k) for k in self.done)
+
+    def _resuming(self) -> str:
+        """What a rerun found done: ``resuming emb/: shards 0-3, 5 of 8 are done (50 rows); embedding the rest``."""
+        done = sorted(self.done)
+        spans: list[str] = []
+        for k in done:
+            if spans and k - 1 in self.done:
+                spans[-1] = f"{spans[-1].split('-')[0]}-{k}"
+            else:
+                spans.append(str(k))
+        total = self.source.total_rows
+        of = f" of {max(1, -(-total // self.size))}" if total is not None else ""
+        rows = sum(self.infos[k]["rows"] for k in done)
+        return (
+            f"resuming {self.out}: shard{'s' if len(done) > 1 else ''} {', '.join(spans)}{of} "
+            f"{'are' if len(done) > 1 else 'is'} done ({rows} rows); embedding the rest."
+        )
+
+    def _invalid(self, piece: Piece) -> str:
+        """The error for a piece with invalid rows. When the input's very first rows all fail the same way, an
+        option is likely wrong (--text-field, --format), and --skip-invalid would skip every row: say so."""
+        first = piece.invalid[0]
+        first_rows = piece.shard == 0 and not piece.texts and self.progress is not None and self.progress.rows == 0
+        if not first_rows or len({i.reason for i in piece.invalid}) > 1:
+            return f"{first}; fix it, or pass --skip-invalid to skip such rows."
+        more = len(piece.invalid) - 1
+        same = f" (as do the {more} rows after it)" if more else ""
+        if first.fields:
+            fields = ", ".join(repr(f) for f in first.fields)
+            hint = (
+                f"--text-field {self.source.text_field!r} is probably wrong: the records have {fields}; pass "
+                "--text-field with the one that holds the texts"
+            )
+        else:
+            hint = f"check that {self.source.path} is the file you meant, read as {self.source.format} (--format)"
+        return f"{first}{same}; {hint}."
 
     def _bar_label(self) -> str:
         return "embedding" if self.count == 1 else f"embedding (process {self.process}/{self.count})"
@@ -703,4 +540,10 @@ class _JobRun:
         skipped = (
             f"; skipped {counts['invalid']} invalid row(s), listed in {self.manifest_file}" if counts["invalid"] else ""
         )
-        return f"{counts['embedded']} rows embedded into {n_shards} shard(s) in {self.out}{skipped}"
+        if not self.done:
+            return f"{counts['embedded']} rows embedded into {n_shards} shard(s) in {self.out}{skipped}"
+        now = sum(self.infos[k]["embedded"] for k in self.infos if k not in self.done)
+        return (
+            f"{now} rows embedded into {self.written} new shard(s); with the {len(self.done)} done before, {self.out} "
+            f"holds {counts['embedded']} rows in {n_shards} shard(s){skipped}"
+        )

@@ -34,6 +34,8 @@ class Invalid:
     row: int
     where: str
     reason: str
+    fields: tuple[str, ...] = ()
+    """The fields the record has, when the reason is about its text field."""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
@@ -73,16 +75,28 @@ def fingerprint(path: str) -> dict[str, int | str]:
     Raises:
         InputError: the file cannot be read.
     """
+    return scan(path)[0]
+
+
+def scan(path: str) -> tuple[dict[str, int | str], int]:
+    """:func:`fingerprint` and the number of lines (the rows of a ``.txt`` or ``.jsonl`` file), in one read.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
     h = hashlib.sha256()
-    size = 0
+    size = lines = 0
+    last = b"\n"
     try:
         with open(path, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
                 size += len(block)
+                lines += block.count(b"\n")
+                last = block[-1:]
     except OSError as e:
         raise InputError(f"{path}: cannot read it ({e.strerror}).") from None
-    return {"bytes": size, "sha256": h.hexdigest()}
+    return {"bytes": size, "sha256": h.hexdigest()}, lines + (last != b"\n")
 
 
 class Source:
@@ -114,7 +128,7 @@ class Source:
         self.format = fmt
         self.text_field = text_field if fmt != "txt" else None
         self.rows_seen = 0  # rows counted by the last pieces() that ran to the end
-        self.total_rows: int | None = None  # known up front only for Parquet
+        self.total_rows: int | None = None  # Parquet: from its metadata; lines: once counted (see scan)
         if fmt == "txt":
             if id_field is not None:
                 raise InputError(f"{path}: a .txt corpus has no fields; its ids are line numbers (drop --id-field).")
@@ -205,10 +219,11 @@ class Source:
             return
         text = record.get(self.text_field)
         if self.text_field not in record:
-            piece.invalid.append(Invalid(row, where, f"no {self.text_field!r} field"))
+            piece.invalid.append(Invalid(row, where, f"no {self.text_field!r} field", tuple(record)))
             return
         if not isinstance(text, str):
-            piece.invalid.append(Invalid(row, where, f"{self.text_field!r} is {_json_type(text)}, not a string"))
+            reason = f"{self.text_field!r} is {_json_type(text)}, not a string"
+            piece.invalid.append(Invalid(row, where, reason, tuple(record)))
             return
         try:
             text.encode("utf-8")
