@@ -13,7 +13,7 @@ from gte_jax.config import ConfigError
 from gte_jax.models.family import Family
 
 # model_type -> the family package that runs it; imported on first use.
-_PACKAGES = {"bert": "gte_jax.models.bert"}
+_PACKAGES = {"bert": "gte_jax.models.bert", "modernbert": "gte_jax.models.modernbert"}
 
 
 def families() -> dict[str, Family]:
