@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flax import nnx
+from modernbert_checkpoints import BIASED as MODERNBERT_BIASED
 
 from gte_jax.models import families
 from gte_jax.models.rules import Conversion, Rule, transpose
 
 from checkpoints import TINY
 
-CONFIGS = {"bert": TINY}
+CONFIGS = {"bert": TINY, "modernbert": MODERNBERT_BIASED}  # biases on: every rule in use
 
 
 @pytest.mark.parametrize("name", sorted(families()))
