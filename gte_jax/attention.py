@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -338,9 +338,17 @@ def cpu_attention(
     return fn(q, k, v, mask, precision=precision, dropout=dropout)
 
 
-def _cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, window: int | None) -> jax.Array:
-    """cuDNN's fused attention: key lengths instead of a dense mask where the padding is a suffix (the
-    tokenizer's), a ``[B, 1, T, S]`` mask otherwise; keyless rows filled as the reference has them."""
+def _fused_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    window: int | None,
+    implementation: Literal["xla", "cudnn"] = "cudnn",
+) -> jax.Array:
+    """``jax.nn.dot_product_attention`` (cuDNN's fused kernel): key lengths instead of a dense mask where the
+    padding is a suffix (the tokenizer's), a ``[B, 1, T, S]`` mask otherwise; keyless rows filled as the
+    reference has them. ``implementation="xla"`` runs the same arguments anywhere (tests)."""
     B, T = q.shape[:2]
     S = k.shape[1]
     keep = mask.astype(bool)
@@ -355,12 +363,19 @@ def _cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
             query_seq_lengths=jnp.full((B,), T, jnp.int32),
             key_value_seq_lengths=lengths,
             local_window_size=local,
-            implementation="cudnn",
+            implementation=implementation,
         )
 
     def by_mask() -> jax.Array:
         full = jnp.broadcast_to(keep[:, None, None, :], (B, 1, T, S))
-        return jax.nn.dot_product_attention(q, k, v, mask=full, local_window_size=local, implementation="cudnn")
+        return jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            mask=full,
+            local_window_size=local,
+            implementation=implementation,
+        )
 
     is_suffix = jnp.all(keep == (jnp.arange(S)[None, :] < lengths[:, None]))
     return _fill_keyless_rows(jax.lax.cond(is_suffix, by_lengths, by_mask), v, mask, window)
@@ -387,7 +402,7 @@ def gpu_attention(
     """
     if dropout is None and q.dtype in (jnp.bfloat16, jnp.float16):
         try:
-            return _cudnn_attention(q, k, v, mask, window)
+            return _fused_attention(q, k, v, mask, window)
         except (NotImplementedError, RuntimeError, ValueError) as e:  # no cuDNN (CPU, TPU, ROCm), or a shape
             _warn_fallback("gpu", f"cuDNN attention is unavailable for {q.dtype} {tuple(q.shape)} ({e})")
     return _xla_attention(q, k, v, mask, precision=precision, dropout=dropout, window=window)

@@ -151,6 +151,21 @@ def test_splash_in_interpret_mode_matches_the_reference(window):
     assert np.abs(out - ref).max() <= 1e-6, window
 
 
+@pytest.mark.parametrize("window", [None, 6, 17])
+@pytest.mark.parametrize("suffix", [True, False])
+def test_fused_path_arguments_give_the_reference(window, suffix):
+    """What the "gpu" kernel hands cuDNN (key lengths or a dense mask, local_window_size, keyless rows filled in),
+    run through jax.nn.dot_product_attention's XLA implementation here: cuDNN itself needs a GPU."""
+    from gte_jax.attention import _fused_attention
+
+    q, k, v, mask = _inputs(5, 40, seed=3)
+    if not suffix:
+        mask = mask.at[0, 5].set(0)  # a hole: not a suffix, so the dense-mask branch
+    ref = np.asarray(einsum_attention(q, k, v, mask)) if window is None else _band_reference(q, k, v, mask, window)
+    out = np.asarray(jax.jit(functools.partial(_fused_attention, window=window, implementation="xla"))(q, k, v, mask))
+    assert np.abs(out - ref).max() <= 1e-6, (window, suffix)
+
+
 _RSS_SCRIPT = """
 import resource, sys
 import jax, jax.numpy as jnp
