@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Literal, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,16 @@ _NEG = jnp.finfo(jnp.float32).min
 # dots of heads_first_attention are faster (bench/attention_cpu.py). With CPU steps of ~1,024 tokens
 # its [B, N, T, S] scores grow with T (16 MB at 320 tokens, 12 heads) and stop fitting the caches.
 _CPU_HEADS_FROM_TOKENS = 320
+
+# From this many tokens on, the "cpu", "gpu" (float32) and "tpu" (float32) kernels run chunked_attention, whose
+# memory is linear in the length; below it their quadratic kernels are faster (bench/attention_cpu.py).
+_LONG_FROM_TOKENS = 2048
+# chunked_attention's query and key block: one [B, N, 512, 512] float32 score block (12 MB at 12 heads). Windowed
+# layers take blocks near the window's size (128 for ModernBERT's 128 tokens: at 8,192 tokens, 12 heads of 64,
+# 2 shared cores, 0.3-0.5 s a layer against 1.1 s with 512-token blocks and 7.7 s for global attention).
+_BLOCK = 512
+# splash_attention pads the tokens to a multiple of its smallest block.
+_SPLASH_ALIGN = 128
 
 
 class ProbsDropout(NamedTuple):
@@ -189,6 +200,130 @@ def map_heads_attention(
     return jnp.transpose(out.reshape(B, N, T, H), (0, 2, 1, 3)).astype(q.dtype)
 
 
+def _band(T: int, S: int, window: int) -> jax.Array:
+    """``[T, S]``: true where key ``j`` is within ``window // 2`` positions of query ``i``."""
+    return jnp.abs(jnp.arange(S)[None, :] - jnp.arange(T)[:, None]) <= window // 2
+
+
+def _windowed_reference(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    window: int,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
+) -> jax.Array:
+    """:func:`einsum_attention` with a dense ``[B, 1, T, S]`` band mask: what every windowed kernel must equal."""
+    full = mask.astype(bool)[:, None, None, :] & _band(q.shape[1], k.shape[1], window)[None, None]
+    return einsum_attention(q, k, v, full, precision=precision, dropout=dropout)
+
+
+def _keyless_rows(mask: jax.Array, T: int, window: int | None) -> jax.Array:
+    """``[B, T]``: the queries with no key to attend (a fully padded row, or a window over padding only).
+
+    The reference gives such a row the uniform average of all ``S`` values (its scores are all the
+    same finite minimum); kernels that skip masked blocks compute it apart. Prefix sums keep this linear.
+    """
+    S = mask.shape[1]
+    counts = jnp.concatenate([jnp.zeros_like(mask[:, :1], jnp.int32), jnp.cumsum(mask.astype(jnp.int32), -1)], -1)
+    if window is None:
+        return jnp.broadcast_to(counts[:, -1:] == 0, (mask.shape[0], T))
+    i = jnp.arange(T)
+    lo, hi = jnp.clip(i - window // 2, 0, S), jnp.clip(i + window // 2 + 1, 0, S)
+    return (counts[:, hi] - counts[:, lo]) == 0
+
+
+def _fill_keyless_rows(out: jax.Array, v: jax.Array, mask: jax.Array, window: int | None) -> jax.Array:
+    """``out`` ``[B, T, N, H]`` with its keyless rows set to the mean of ``v`` over all keys (the reference's)."""
+    empty = _keyless_rows(mask, out.shape[1], window)[:, :, None, None]
+    mean = jnp.mean(v.astype(jnp.float32), axis=1, keepdims=True)  # [B, 1, N, H]
+    return jnp.where(empty, mean.astype(out.dtype), out)
+
+
+def chunked_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
+    window: int | None = None,
+    block: int | None = None,
+) -> jax.Array:
+    """Flash-style attention in plain XLA: memory linear in the length, same numbers as :func:`einsum_attention`.
+
+    A ``lax.map`` over query blocks, each a ``lax.scan`` over key blocks keeping float32 running
+    maxima and sums (online softmax), so no ``[B, N, T, S]`` tensor exists: the largest is one
+    ``[B, N, block, block]`` score block. With ``window`` a query block visits only the key blocks
+    its band reaches (``window / block + 2`` of them, not ``S / block``). Each query block is
+    rematerialised in the backward pass, so gradients stay linear in the length too.
+
+    Dropout (training) runs the reference: its keep mask is ``[B, N, T, S]`` already.
+    """
+    if dropout is not None:
+        if window is None:
+            return einsum_attention(q, k, v, mask, precision=precision, dropout=dropout)
+        return _windowed_reference(q, k, v, mask, window, precision=precision, dropout=dropout)
+    B, T, N, H = q.shape
+    S = k.shape[1]
+    if block is None:  # windows: blocks about the window's size, so that few keys outside it are computed
+        block = _BLOCK if window is None else min(_BLOCK, max(128, 1 << (window - 1).bit_length()))
+    bq, bk = min(block, T), min(block, S)
+    nq, nk = -(-T // bq), -(-S // bk)
+
+    def blocks(x: jax.Array, n: int, b: int) -> jax.Array:  # [B, L, N, H] -> [n, B, N, b, H], zero-padded
+        x = jnp.pad(x, ((0, 0), (0, n * b - x.shape[1]), (0, 0), (0, 0)))
+        return jnp.transpose(x.reshape(B, n, b, N, H), (1, 0, 3, 2, 4))
+
+    qb, kb, vb = blocks(q, nq, bq), blocks(k, nk, bk), blocks(v, nk, bk)
+    mb = jnp.pad(mask.astype(bool), ((0, 0), (0, nk * bk - S))).reshape(B, nk, bk).transpose(1, 0, 2)  # [nk, B, bk]
+    half = None if window is None else window // 2
+    span = nk if half is None else min(nk, (bq + 2 * half - 1) // bk + 2)  # key blocks one query block can reach
+    scale = _scale(q)
+
+    def query_block(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        i, qi = args  # block index, [B, N, bq, H]
+        first = 0 if half is None or span == nk else jnp.clip((i * bq - half) // bk, 0, nk - span)
+        q_pos = i * bq + jnp.arange(bq)
+
+        def key_block(
+            carry: tuple[jax.Array, jax.Array, jax.Array], j: jax.Array
+        ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], None]:
+            m, total, acc = carry  # running max [B, N, bq], sum [B, N, bq], output [B, N, bq, H]
+            kj, vj, mj = (jax.lax.dynamic_index_in_dim(x, first + j, keepdims=False) for x in (kb, vb, mb))
+            s = jnp.einsum("BNTH,BNSH->BNTS", qi, kj, precision=precision, preferred_element_type=jnp.float32)
+            valid = mj[:, None, None, :]  # [B, 1, 1, bk]
+            if half is not None:
+                k_pos = (first + j) * bk + jnp.arange(bk)
+                valid = valid & (jnp.abs(q_pos[:, None] - k_pos[None, :]) <= half)[None, None]
+            s = jnp.where(valid, s * scale, -jnp.inf)
+            # The running max is only a shift, which cancels in acc / total: no gradient flows through it.
+            m_new = jax.lax.stop_gradient(jnp.maximum(m, s.max(-1)))
+            shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # 0 while a row has seen no key
+            p = jnp.exp(s - shift[..., None])
+            correction = jnp.exp(m - shift)
+            pv = jnp.einsum(
+                "BNTS,BNSH->BNTH", p.astype(v.dtype), vj, precision=precision, preferred_element_type=jnp.float32
+            )
+            return (m_new, total * correction + p.sum(-1), acc * correction[..., None] + pv), None
+
+        init = (
+            jnp.full((B, N, bq), -jnp.inf, jnp.float32),
+            jnp.zeros((B, N, bq), jnp.float32),
+            jnp.zeros((B, N, bq, H), jnp.float32),
+        )
+        (_, total, acc), _ = jax.lax.scan(key_block, init, jnp.arange(span))
+        return acc, total
+
+    acc, total = jax.lax.map(jax.checkpoint(query_block), (jnp.arange(nq), qb))  # [nq, B, N, bq, H], [nq, B, N, bq]
+    out = acc / jnp.where(total > 0, total, 1.0)[..., None]
+    out = jnp.transpose(out, (1, 0, 3, 2, 4)).reshape(B, nq * bq, N, H)[:, :T]  # [B, T, N, H]
+    return _fill_keyless_rows(out, v, mask, window).astype(q.dtype)
+
+
 def cpu_attention(
     q: jax.Array,
     k: jax.Array,
@@ -197,11 +332,57 @@ def cpu_attention(
     *,
     precision: PrecisionLike = None,
     dropout: ProbsDropout | None = None,
+    window: int | None = None,
 ) -> jax.Array:
     """The fastest XLA:CPU kernel for the (static) sequence length: heads first below 320 tokens, a loop over
-    (batch, head) pairs from 320."""
+    (batch, head) pairs from 320, and :func:`chunked_attention` (linear memory) for long inputs and windows."""
+    if q.shape[1] >= _LONG_FROM_TOKENS or window is not None:
+        return chunked_attention(q, k, v, mask, precision=precision, dropout=dropout, window=window)
     fn = map_heads_attention if q.shape[1] >= _CPU_HEADS_FROM_TOKENS else heads_first_attention
     return fn(q, k, v, mask, precision=precision, dropout=dropout)
+
+
+def _fused_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    window: int | None,
+    implementation: Literal["xla", "cudnn"] = "cudnn",
+) -> jax.Array:
+    """``jax.nn.dot_product_attention`` (cuDNN's fused kernel): key lengths instead of a dense mask where the
+    padding is a suffix (the tokenizer's), a ``[B, 1, T, S]`` mask otherwise; keyless rows filled as the
+    reference has them. ``implementation="xla"`` runs the same arguments anywhere (tests)."""
+    B, T = q.shape[:2]
+    S = k.shape[1]
+    keep = mask.astype(bool)
+    lengths = keep.sum(-1).astype(jnp.int32)
+    local = None if window is None else (window // 2, window // 2)
+
+    def by_lengths() -> jax.Array:  # every query row is computed, padded ones too, as in the reference
+        return jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            query_seq_lengths=jnp.full((B,), T, jnp.int32),
+            key_value_seq_lengths=lengths,
+            local_window_size=local,
+            implementation=implementation,
+        )
+
+    def by_mask() -> jax.Array:
+        full = jnp.broadcast_to(keep[:, None, None, :], (B, 1, T, S))
+        return jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            mask=full,
+            local_window_size=local,
+            implementation=implementation,
+        )
+
+    is_suffix = jnp.all(keep == (jnp.arange(S)[None, :] < lengths[:, None]))
+    return _fill_keyless_rows(jax.lax.cond(is_suffix, by_lengths, by_mask), v, mask, window)
 
 
 def gpu_attention(
@@ -212,30 +393,107 @@ def gpu_attention(
     *,
     precision: PrecisionLike = None,
     dropout: ProbsDropout | None = None,
+    window: int | None = None,
 ) -> jax.Array:
-    """cuDNN fused attention for bf16/fp16 where it is available, else :func:`einsum_attention`.
+    """cuDNN fused attention for bf16/fp16 where it is available, else :func:`chunked_attention` for long
+    inputs and windows and :func:`einsum_attention` for short ones.
 
-    float32 keeps the einsum: ``jax.nn.dot_product_attention`` takes no ``precision``
-    and would run float32 matmuls as TF32 on recent NVIDIA GPUs. The mask is given
-    to cuDNN as a ``[B, 1, T, S]`` boolean mask (an additive bias inside), which keeps
-    the reference semantics for padded query rows and fully padded rows. Dropout
-    (training) also keeps the einsum: cuDNN's fused kernel takes no dropout mask of ours.
+    float32 keeps XLA: ``jax.nn.dot_product_attention`` takes no ``precision`` and would run
+    float32 matmuls as TF32 on recent NVIDIA GPUs. cuDNN gets the padding as key lengths where
+    it is a suffix (no ``[B, 1, T, S]`` mask), the window as ``local_window_size``, and padded
+    query rows are computed as the reference computes them. Dropout (training) also keeps XLA:
+    cuDNN's fused kernel takes no dropout mask of ours.
     """
     if dropout is None and q.dtype in (jnp.bfloat16, jnp.float16):
-        B, T = q.shape[:2]
-        S = k.shape[1]
-        full_mask = jnp.broadcast_to(mask[:, None, None, :].astype(bool), (B, 1, T, S))
         try:
-            return jax.nn.dot_product_attention(q, k, v, mask=full_mask, implementation="cudnn")
+            return _fused_attention(q, k, v, mask, window)
         except (NotImplementedError, RuntimeError, ValueError) as e:  # no cuDNN (CPU, TPU, ROCm), or a shape
-            _warn_fallback(f"cuDNN attention is unavailable for {q.dtype} {tuple(q.shape)} ({e})")
+            _warn_fallback("gpu", f"cuDNN attention is unavailable for {q.dtype} {tuple(q.shape)} ({e})")
+    return _xla_attention(q, k, v, mask, precision=precision, dropout=dropout, window=window)
+
+
+def _xla_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
+    window: int | None = None,
+) -> jax.Array:
+    """The accelerators' XLA path: :func:`chunked_attention` for long inputs and windows, else the einsum."""
+    if q.shape[1] >= _LONG_FROM_TOKENS or window is not None:
+        return chunked_attention(q, k, v, mask, precision=precision, dropout=dropout, window=window)
     return einsum_attention(q, k, v, mask, precision=precision, dropout=dropout)
 
 
+def splash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, window: int | None = None, interpret: bool = False
+) -> jax.Array:
+    """Splash attention (the TPU Pallas kernel): the band as a ``LocalMask``, whose blocks outside it are skipped,
+    and the padding as segment ids, so no ``[B, N, T, S]`` mask exists. Same numbers as the reference (keyless
+    rows included). ``interpret=True`` runs the kernel in Pallas' interpreter (any backend; tests)."""
+    B, T, N, H = q.shape
+    S = k.shape[1]
+    tp, sp = -(-T // _SPLASH_ALIGN) * _SPLASH_ALIGN, -(-S // _SPLASH_ALIGN) * _SPLASH_ALIGN
+    kernel = _splash_kernel(tp, sp, N, None if window is None else window // 2, interpret)
+    qh = jnp.transpose(jnp.pad(q * _scale(q).astype(q.dtype), ((0, 0), (0, tp - T), (0, 0), (0, 0))), (0, 2, 1, 3))
+    kh, vh = (jnp.transpose(jnp.pad(x, ((0, 0), (0, sp - S), (0, 0), (0, 0))), (0, 2, 1, 3)) for x in (k, v))
+    segments = jnp.pad(mask.astype(jnp.int32), ((0, 0), (0, sp - S)))  # 1 real key, 0 padding; every query is 1
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+
+    def one(qx: jax.Array, kx: jax.Array, vx: jax.Array, seg: jax.Array) -> jax.Array:  # [N, T, H] per row
+        return kernel(qx, kx, vx, segment_ids=splash.SegmentIds(q=jnp.ones((tp,), jnp.int32), kv=seg))
+
+    out = jnp.transpose(jax.vmap(one)(qh, kh, vh, segments), (0, 2, 1, 3))[:, :T]  # [B, T, N, H]
+    return _fill_keyless_rows(out, v, mask, window).astype(q.dtype)
+
+
 @functools.cache
-def _warn_fallback(reason: str) -> None:
-    """Says once per reason (at trace time) that the ``gpu`` kernel runs the einsum instead."""
-    warnings.warn(f"attention_impl 'gpu': {reason}; running the einsum kernel instead.", stacklevel=3)
+def _splash_kernel(T: int, S: int, heads: int, half: int | None, interpret: bool) -> Callable[..., jax.Array]:
+    """One splash kernel per shape and window (building its block masks is numpy work at trace time)."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    one: masks.Mask = masks.FullMask((T, S)) if half is None else masks.LocalMask((T, S), (half, half), offset=0)
+    bq, bk = (max(b for b in (512, 256, 128) if n % b == 0) for n in (T, S))
+    sizes = splash.BlockSizes(
+        block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk, block_kv_dkv_compute=bk,
+        block_q_dq=bq, block_kv_dq=bk,
+    )  # fmt: skip
+    return splash.make_splash_mha(
+        masks.MultiHeadMask([one] * heads), block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+    )
+
+
+def tpu_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    precision: PrecisionLike = None,
+    dropout: ProbsDropout | None = None,
+    window: int | None = None,
+) -> jax.Array:
+    """:func:`splash_attention` for bf16/fp16 on a TPU, else :func:`chunked_attention` for long inputs and
+    windows and :func:`einsum_attention` for short ones.
+
+    float32 keeps XLA, where ``precision`` (``HIGHEST``) holds: the Pallas kernel takes none. Dropout
+    (training) keeps XLA too: splash takes no dropout mask of ours.
+    """
+    if dropout is None and q.dtype in (jnp.bfloat16, jnp.float16):
+        if jax.default_backend() == "tpu":
+            return splash_attention(q, k, v, mask, window=window)
+        _warn_fallback("tpu", f"splash attention runs on TPUs only, not {jax.default_backend()}")
+    return _xla_attention(q, k, v, mask, precision=precision, dropout=dropout, window=window)
+
+
+@functools.cache
+def _warn_fallback(impl: str, reason: str) -> None:
+    """Says once per reason (at trace time) that a backend's kernel runs XLA's instead."""
+    warnings.warn(f"attention_impl {impl!r}: {reason}; running the XLA kernels instead.", stacklevel=3)
 
 
 _IMPLS: dict[str, Kernel] = {
@@ -243,20 +501,24 @@ _IMPLS: dict[str, Kernel] = {
     "heads_first": heads_first_attention,
     "map_batch": map_batch_attention,
     "map_heads": map_heads_attention,
+    "chunked": chunked_attention,
     "cpu": cpu_attention,
     "gpu": gpu_attention,
+    "tpu": tpu_attention,
 }
 ATTENTION_IMPLS = tuple(_IMPLS)
+# The kernels that take ``window`` themselves (skipping what lies outside it); the others get a dense band mask.
+_WINDOWED = frozenset({"chunked", "cpu", "gpu", "tpu"})
 
 
 def default_impl(backend: str | None = None) -> str:
     """The fastest faithful kernel for a backend (``jax.default_backend()`` when None).
 
-    ``"cpu"`` on CPU (see :func:`cpu_attention`), ``"gpu"`` on CUDA/ROCm GPUs,
-    ``"einsum"`` on TPU and anything else.
+    ``"cpu"`` on CPU (see :func:`cpu_attention`), ``"gpu"`` on CUDA/ROCm GPUs, ``"tpu"`` on TPUs,
+    ``"chunked"`` on anything else (memory linear in the length).
     """
     backend = backend or jax.default_backend()
-    return {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu"}.get(backend, "einsum")
+    return {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}.get(backend, "chunked")
 
 
 def attention(
@@ -276,7 +538,8 @@ def attention(
     With a PRNG key ``dropout_rng`` and ``dropout_rate > 0`` (train mode), each attention
     probability is dropped with that rate; otherwise the kernel runs exactly as in eval mode.
     With ``window`` (sliding-window layers, ModernBERT's ``local_attention``), the query at
-    position ``i`` sees only the keys ``j`` with ``|i - j| <= window // 2``.
+    position ``i`` sees only the keys ``j`` with ``|i - j| <= window // 2``: the ``chunked``,
+    ``cpu``, ``gpu`` and ``tpu`` kernels skip the keys outside it, the others mask them.
     """
     try:
         fn = _IMPLS[impl]
@@ -287,16 +550,10 @@ def attention(
         B, T, N, _ = q.shape
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, (B, N, T, k.shape[1]))  # [B, N, T, S]
         dropout = ProbsDropout(keep, dropout_rate)
-    if window is not None:  # a [B, 1, T, S] band mask: the reference kernel, whatever impl was asked for
-        T, S = q.shape[1], k.shape[1]
-        offsets = jnp.arange(S)[None, :] - jnp.arange(T)[:, None]  # [T, S]
-        band = jnp.abs(offsets) <= window // 2
-        full = mask.astype(bool)[:, None, None, :] & band[None, None]  # [B, 1, T, S]
-        return einsum_attention(q, k, v, full, precision=precision, dropout=dropout)
-    if window is not None:  # a [B, 1, T, S] band mask: the reference kernel, whatever impl was asked for
-        T, S = q.shape[1], k.shape[1]
-        offsets = jnp.arange(S)[None, :] - jnp.arange(T)[:, None]  # [T, S]
-        band = jnp.abs(offsets) <= window // 2
-        full = mask.astype(bool)[:, None, None, :] & band[None, None]  # [B, 1, T, S]
-        return einsum_attention(q, k, v, full, precision=precision, dropout=dropout)
-    return fn(q, k, v, mask, precision=precision, dropout=dropout)
+    if window is not None and window // 2 >= max(q.shape[1], k.shape[1]) - 1:
+        window = None  # the band covers every pair: plain attention, the same numbers
+    if window is None:
+        return fn(q, k, v, mask, precision=precision, dropout=dropout)
+    if impl in _WINDOWED:
+        return fn(q, k, v, mask, precision=precision, dropout=dropout, window=window)  # type: ignore[call-arg]
+    return _windowed_reference(q, k, v, mask, window, precision=precision, dropout=dropout)

@@ -64,7 +64,12 @@ class Int8Einsum(nnx.Module):
         x_axes, w_axes, out_axes = _axes(layer.eqn)
         contracted = tuple(i for i, a in enumerate(w_axes) if a in x_axes and a not in out_axes)
         q, scale = _quantize_kernel(layer.kernel.get_value(), contracted)
-        return cls(layer.eqn, q, scale, layer.bias.get_value().astype(jnp.float32))
+        bias = (  # no bias (ModernBERT, GTE's gated MLP): zeros over the kernel's output axes
+            layer.bias.get_value().astype(jnp.float32)
+            if layer.bias is not None
+            else jnp.zeros([d for a, d in zip(w_axes, layer.kernel.shape, strict=True) if a in out_axes], jnp.float32)
+        )
+        return cls(layer.eqn, q, scale, bias)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x_axes, w_axes, out_axes = _axes(self.eqn)

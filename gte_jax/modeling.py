@@ -72,20 +72,24 @@ class Einsum(nnx.Module):
         *,
         dtype: DTypeLike,
         out_dtype: DTypeLike | None = None,
+        use_bias: bool = True,
         rngs: nnx.Rngs,
     ):
         self.eqn = eqn
         self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), kernel_shape, dtype))
-        self.bias = nnx.Param(jnp.zeros(bias_shape, dtype))
+        self.bias = nnx.Param(jnp.zeros(bias_shape, dtype)) if use_bias else None  # ModernBERT, GTE's MLP: none
         self.precision = _precision(dtype)
         self.out_dtype = jnp.dtype(out_dtype or dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
         if kernel.dtype == jnp.float32:
-            return jnp.einsum(self.eqn, x, kernel, precision=self.precision) + self.bias[...]
+            y = jnp.einsum(self.eqn, x, kernel, precision=self.precision)
+            return y if self.bias is None else y + self.bias[...]
         y = jnp.einsum(self.eqn, x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
-        return (y + self.bias[...].astype(jnp.float32)).astype(self.out_dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(jnp.float32)
+        return y.astype(self.out_dtype)
 
 
 class LayerNorm(nnx.LayerNorm):

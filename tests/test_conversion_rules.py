@@ -11,8 +11,9 @@ from gte_jax.models.rules import Conversion, Rule, transpose
 
 from checkpoints import TINY
 from family_checkpoints import GTE_TINY
+from modernbert_checkpoints import BIASED as MODERNBERT_BIASED
 
-CONFIGS = {"bert": TINY, "new": GTE_TINY, "gte": GTE_TINY}
+CONFIGS = {"bert": TINY, "new": GTE_TINY, "gte": GTE_TINY, "modernbert": MODERNBERT_BIASED}  # biases on: every rule
 
 
 @pytest.mark.parametrize("name", sorted(families()))

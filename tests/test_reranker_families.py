@@ -68,3 +68,22 @@ def test_gte_reranker_equals_cross_encoder_in_both_layouts(gte_classifiers):
     for model_dir in (native, hub):
         got = GTEReranker.from_pretrained(model_dir, max_length=96).predict(PAIRS)
         assert np.abs(got - expected).max() <= 1e-5, model_dir
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_modernbert_reranker_equals_cross_encoder(tmp_path, pooling):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from modernbert_checkpoints import BIASED_HF, torch_modernbert, write_checkpoint
+
+    hf = {**BIASED_HF, "num_labels": 1, "classifier_pooling": pooling, "classifier_bias": True}
+    model = torch_modernbert(hf, head="ForSequenceClassification")
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.add_(0.05 * torch.randn_like(p))  # LayerNorms and the head off their initial values too
+    model_dir = write_checkpoint(model, str(tmp_path / pooling))
+    pairs = [("rerank me", "a document about rerankers"), ("", "x"), ("long " * 300, "short")]
+    expected = CrossEncoder(model_dir, device="cpu", max_length=64).predict(pairs)
+    got = GTEReranker.from_pretrained(model_dir, max_length=64).predict(pairs)
+    assert np.abs(got - expected).max() <= 1e-5

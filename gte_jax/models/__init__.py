@@ -13,7 +13,12 @@ from gte_jax.config import ConfigError
 from gte_jax.models.family import Family
 
 # model_type -> the family package that runs it; imported on first use.
-_PACKAGES = {"bert": "gte_jax.models.bert", "new": "gte_jax.models.gte", "gte": "gte_jax.models.gte"}
+_PACKAGES = {
+    "bert": "gte_jax.models.bert",
+    "new": "gte_jax.models.gte",  # the hub's Alibaba-NLP NewModel
+    "gte": "gte_jax.models.gte",  # transformers' native GteModel
+    "modernbert": "gte_jax.models.modernbert",
+}
 
 
 def families() -> dict[str, Family]:

@@ -32,10 +32,9 @@ PARAM_SPECS = (
 
 
 def _dense_layers(model: GteModel) -> Iterator[tuple[Any, str]]:
-    # up_proj and gate_proj have no bias, which gte_jax.int8.Int8Einsum needs: they stay float for now.
     for layer in model.layers:
         yield from ((layer.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
-        yield layer.mlp, "down_proj"
+        yield from ((layer.mlp, n) for n in ("up_proj", "gate_proj", "down_proj"))
 
 
 FAMILY = Family(

@@ -24,31 +24,6 @@ from gte_jax.models.gte.config import ACTIVATIONS, GteConfig
 from gte_jax.models.rotary import inverse_frequencies, rotate
 
 
-class BiaslessEinsum(Einsum):
-    """:class:`~gte_jax.modeling.Einsum` without a bias (GTE's up and gate projections have none)."""
-
-    def __init__(
-        self,
-        eqn: str,
-        kernel_shape: tuple[int, ...],
-        *,
-        dtype: DTypeLike,
-        out_dtype: DTypeLike | None = None,
-        rngs: nnx.Rngs,
-    ):
-        self.eqn = eqn
-        self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), kernel_shape, dtype))
-        self.precision = _precision(dtype)
-        self.out_dtype = jnp.dtype(out_dtype or dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...]
-        if kernel.dtype == jnp.float32:
-            return jnp.einsum(self.eqn, x, kernel, precision=self.precision)
-        y = jnp.einsum(self.eqn, x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
-        return y.astype(self.out_dtype)
-
-
 def activation(name: str, x: jax.Array) -> jax.Array:
     """The GELU that ``hidden_act`` names (exact, or the tanh approximation of ``gelu_new``)."""
     return jax.nn.gelu(x, approximate=True) if ACTIVATIONS[name] else gelu(x)
@@ -118,8 +93,10 @@ class MLP(nnx.Module):
 
     def __init__(self, cfg: GteConfig, *, dtype: DTypeLike, act_dtype: DTypeLike, rngs: nnx.Rngs):
         D, F = cfg.hidden_size, cfg.intermediate_size
-        self.up_proj = BiaslessEinsum("BTD,DF->BTF", (D, F), dtype=dtype, out_dtype=act_dtype, rngs=rngs)
-        self.gate_proj = BiaslessEinsum("BTD,DF->BTF", (D, F), dtype=dtype, out_dtype=act_dtype, rngs=rngs)
+        self.up_proj = Einsum("BTD,DF->BTF", (D, F), (F,), dtype=dtype, out_dtype=act_dtype, use_bias=False, rngs=rngs)
+        self.gate_proj = Einsum(
+            "BTD,DF->BTF", (D, F), (F,), dtype=dtype, out_dtype=act_dtype, use_bias=False, rngs=rngs
+        )
         self.down_proj = Einsum("BTF,FD->BTD", (F, D), (D,), dtype=dtype, out_dtype=act_dtype, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
         self.hidden_act = cfg.hidden_act
