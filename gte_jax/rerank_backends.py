@@ -153,7 +153,7 @@ class InProcessRerank:
 
     Args:
         model: a Hub id or a local directory of a one-label cross-encoder; None is :data:`DEFAULT_RERANKER`.
-        dtype, max_length: as for :meth:`GTEReranker.from_pretrained`.
+        dtype, max_length: as for :meth:`GTEReranker.from_pretrained` (None: float32, the checkpoint's length).
         batch_size: most pairs per device step; None is the reranker's default.
 
     Raises:
@@ -162,9 +162,14 @@ class InProcessRerank:
     """
 
     def __init__(
-        self, model: str | None, *, dtype: str = "float32", max_length: int | None = None, batch_size: int | None = None
+        self,
+        model: str | None,
+        *,
+        dtype: str | None = None,
+        max_length: int | None = None,
+        batch_size: int | None = None,
     ):
-        self.reranker = GTEReranker.shared(model or DEFAULT_RERANKER, dtype=dtype, max_length=max_length)
+        self.reranker = GTEReranker.shared(model or DEFAULT_RERANKER, dtype=dtype or "float32", max_length=max_length)
         if self.reranker.num_labels != 1:
             raise ValueError(
                 f"{model}: a reranker gives one score per pair; this model gives {self.reranker.num_labels} labels."
