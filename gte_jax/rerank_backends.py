@@ -34,7 +34,9 @@ def _httpx() -> Any:
     try:
         import httpx
     except ImportError as e:  # only the server mode needs it
-        raise ImportError("reranking against a server (base_url=) needs httpx: pip install httpx") from e
+        raise ImportError(
+            "reranking against a server (base_url=) needs httpx: pip install httpx (or an integration's [server] extra)"
+        ) from e
     return httpx
 
 

@@ -61,7 +61,7 @@ class GTEJaxRerank(BaseNodePostprocessor):
     )
     timeout: float = Field(default=60.0, gt=0, description="Seconds for each request to the server.")
     keep_retrieval_score: bool = Field(
-        default=False, description='Keep the retriever\'s score in the node\'s metadata as "retrieval_score".'
+        default=False, description="Keep the retriever's score in the node's metadata as \"retrieval_score\"."
     )
 
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently the default
