@@ -1,5 +1,5 @@
-"""Fixtures for the integration packages' tests: an STS-B paraphrase-retrieval task and its reference score, a
-random-init cross-encoder, and real ``gte-jax serve`` servers."""
+"""Fixtures for the integration packages' tests: an STS-B paraphrase-retrieval task and its reference score, and
+real ``gte-jax serve`` servers."""
 
 from __future__ import annotations
 
@@ -88,33 +88,6 @@ def loop_ticks_during():
         return asyncio.run(run())
 
     return measure
-
-
-@pytest.fixture(scope="session")
-def cross_encoder_dir(tmp_path_factory, minilm_dir) -> str:
-    """A random-init 2-layer BertForSequenceClassification (one label) with MiniLM's tokenizer.
-
-    ``initializer_range`` 0.3 rather than BERT's 0.02 spreads the scores (about 0.2 to 0.5 after the sigmoid)
-    so that no two documents tie within the PyTorch parity tolerance, and a ranking is a real ranking.
-    """
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from checkpoints import copy_tokenizer
-
-    out = str(tmp_path_factory.mktemp("cross-encoder"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_labels=1,
-        initializer_range=0.3,
-    )
-    BertForSequenceClassification(config).eval().save_pretrained(out)
-    copy_tokenizer(minilm_dir, out)
-    return out
 
 
 def serve_has_reranker() -> bool:
