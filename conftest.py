@@ -60,6 +60,34 @@ def minilm_with_prompts(minilm_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory, minilm_dir) -> str:
+    """A random-init 2-layer BertForSequenceClassification (one label) with MiniLM's tokenizer, for the rerankers.
+
+    ``initializer_range`` 0.3 rather than BERT's 0.02 spreads the scores (about 0.2 to 0.5 after the sigmoid)
+    so that no two documents tie within the PyTorch parity tolerance, and a ranking is a real ranking.
+    """
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    out = str(tmp_path_factory.mktemp("cross-encoder"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        initializer_range=0.3,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(os.path.join(minilm_dir, name), os.path.join(out, name))
+    return out
+
+
+@pytest.fixture(scope="session")
 def sts_test() -> tuple[list[str], list[str], list[float]]:
     return read_sts("test")
 

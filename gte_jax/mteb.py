@@ -12,6 +12,11 @@
 ``mteb_model_meta`` (framework ``["JAX"]``). Queries and documents of retrieval tasks go
 through ``encode_query`` and ``encode_document``; prompts follow mteb's order for
 sentence-transformers models (task name + type, task name, task type + type, task type, type).
+
+:class:`MTEBReranker` implements mteb's ``CrossEncoderProtocol`` over a :class:`~gte_jax.GTEReranker`: mteb runs
+it on retrieval and reranking tasks that give each query its candidate documents (``top_ranked``), scoring the
+(query, document) pairs with ``predict`` as it does a sentence-transformers ``CrossEncoder``.
+
 Needs the ``mteb`` extra: ``pip install ".[mteb]"`` in the gte-jax checkout.
 """
 
@@ -36,11 +41,12 @@ except ImportError as e:  # an optional extra
 
 from gte_jax.encoder import GTEEncoder
 from gte_jax.hub import DEFAULT_MODEL
+from gte_jax.reranker import DEFAULT_RERANKER, GTEReranker
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
 
-__all__ = ["MTEBEncoder"]
+__all__ = ["MTEBEncoder", "MTEBReranker"]
 
 
 class MTEBEncoder:
@@ -99,13 +105,9 @@ class MTEBEncoder:
         ``batch_size``, ``show_progress_bar`` and ``precision`` of mteb's ``encode_kwargs`` apply.
 
         Raises:
-            ValueError: a batch without texts (gte_jax embeds text only).
+            ValueError: a batch without texts (gte_jax reads text only).
         """
-        texts: list[str] = []
-        for batch in inputs:
-            if "text" not in batch:
-                raise ValueError(f"{task_metadata.name}: gte_jax embeds text only; this task gives {sorted(batch)}.")
-            texts.extend(batch["text"])
+        texts = _texts(inputs, task_metadata)
         name = get_prompt_name(self.encoder.prompts or None, task_metadata, prompt_type)
         prompt = self.encoder.prompts[name] if name else None
         options: dict[str, Any] = {
@@ -129,19 +131,107 @@ class MTEBEncoder:
         return self.encoder.similarity_pairwise(embeddings1, embeddings2)
 
 
-def _model_meta(enc: GTEEncoder, revision: str | None) -> ModelMeta:
-    """mteb's registry entry for the model's name when it has one (so results file under the same model),
-    else an empty one; either way with this encoder's loader, framework, dimension and similarity. A bfloat16
-    or int8 encoder's revision gets ``-gte-jax-<dtype>`` appended, so its results file apart from float32's."""
+class MTEBReranker:
+    """A cross-encoder for ``mteb.evaluate``, over a :class:`~gte_jax.GTEReranker`.
+
+    Args:
+        model: a Hub id or directory of a one-label cross-encoder (loaded with
+            :meth:`GTEReranker.from_pretrained`), or a reranker already loaded.
+        revision: the Hub revision to load (also recorded in the metadata).
+        device: accepted for mteb's loader; only None, as for :class:`MTEBEncoder`.
+        query_prefix, passage_prefix: put before every query / document, as mteb's ``CrossEncoderWrapper`` does.
+        **from_pretrained_kwargs: the other options of :meth:`GTEReranker.from_pretrained` (``dtype``,
+            ``max_length``, ``mesh`` and so on).
+
+    Raises:
+        ValueError: loading options given with a reranker already loaded, a ``device``, or a model with several
+            labels (mteb needs one relevance score per pair).
+    """
+
+    def __init__(
+        self,
+        model: str | GTEReranker = DEFAULT_RERANKER,
+        revision: str | None = None,
+        *,
+        device: str | None = None,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        **from_pretrained_kwargs: Any,
+    ):
+        if device is not None:
+            raise ValueError(
+                f"device={device!r}: gte_jax runs on JAX's devices; choose them with mesh= (a jax.sharding.Mesh)."
+            )
+        if isinstance(model, GTEReranker):
+            if revision is not None or from_pretrained_kwargs:
+                raise ValueError("loading options apply to a model name or directory, not to a loaded GTEReranker.")
+            self.reranker = model
+        else:
+            self.reranker = GTEReranker.from_pretrained(model, revision=revision, **from_pretrained_kwargs)
+        if self.reranker.num_labels != 1:
+            raise ValueError(
+                f"{self.reranker.name}: mteb needs one score per pair; this model gives {self.reranker.num_labels}."
+            )
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.mteb_model_meta: ModelMeta = _reranker_meta(self.reranker, revision)
+
+    def predict(
+        self,
+        inputs1: Iterable[dict[str, Any]],
+        inputs2: Iterable[dict[str, Any]],
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Scores the i-th query of ``inputs1`` with the i-th document of ``inputs2`` (mteb's data loaders).
+
+        ``batch_size`` and ``show_progress_bar`` of mteb's ``encode_kwargs`` apply.
+
+        Raises:
+            ValueError: a batch without texts, or the two loaders of different lengths.
+        """
+        queries = [self.query_prefix + t for t in _texts(inputs1, task_metadata)]
+        documents = [self.passage_prefix + t for t in _texts(inputs2, task_metadata)]
+        if len(queries) != len(documents):
+            raise ValueError(f"{task_metadata.name}: {len(queries)} queries but {len(documents)} documents to pair.")
+        return self.reranker.predict(
+            list(zip(queries, documents, strict=True)),
+            batch_size=kwargs.get("batch_size"),
+            show_progress=bool(kwargs.get("show_progress_bar", False)),
+        )
+
+
+def _texts(inputs: Iterable[dict[str, Any]], task_metadata: TaskMetadata) -> list[str]:
+    texts: list[str] = []
+    for batch in inputs:
+        if "text" not in batch:
+            raise ValueError(f"{task_metadata.name}: gte_jax reads text only; this task gives {sorted(batch)}.")
+        texts.extend(batch["text"])
+    return texts
+
+
+def _base_meta(name: str, revision: str | None, dtype: str) -> tuple[ModelMeta, str | None]:
+    """mteb's registry entry for ``name`` when it has one (so results file under the same model), else an empty
+    one; and the revision, with ``-gte-jax-<dtype>`` appended for bfloat16 or int8 so that those results file
+    apart from float32's."""
     try:
-        base = mteb.get_model_meta(enc.name)
+        base = mteb.get_model_meta(name)
     except (KeyError, ValueError):  # not in mteb's registry: a local directory or another model
-        hub_id = enc.name if enc.name and not os.path.isdir(enc.name) else None
+        hub_id = name if name and not os.path.isdir(name) else None
         base = ModelMeta.create_empty(overwrites={"name": hub_id})
-    n_parameters = sum(int(np.prod(x.shape)) for x in _leaves(enc))
     revision = revision or base.revision
-    if enc.dtype != "float32":  # other numbers than the checkpoint's: results must not file with float32's
-        revision = f"{revision or 'main'}-gte-jax-{enc.dtype}"
+    if dtype != "float32":  # other numbers than the checkpoint's: results must not file with float32's
+        revision = f"{revision or 'main'}-gte-jax-{dtype}"
+    return base, revision
+
+
+def _model_meta(enc: GTEEncoder, revision: str | None) -> ModelMeta:
+    """:func:`_base_meta` with this encoder's loader, framework, dimension and similarity."""
+    base, revision = _base_meta(enc.name, revision, enc.dtype)
     return base.model_copy(
         update={
             "loader": MTEBEncoder,
@@ -150,14 +240,30 @@ def _model_meta(enc: GTEEncoder, revision: str | None) -> ModelMeta:
             "embed_dim": enc.dim,
             "max_tokens": enc.max_length,
             "similarity_fn_name": ScoringFunction(enc.similarity_fn_name),
-            "n_parameters": base.n_parameters or n_parameters,
+            "n_parameters": base.n_parameters or _n_parameters(enc.model),
             "modalities": ["text"],
         }
     )
 
 
-def _leaves(enc: GTEEncoder) -> list[Any]:
+def _reranker_meta(reranker: GTEReranker, revision: str | None) -> ModelMeta:
+    """:func:`_base_meta` with this reranker's loader and framework, as a cross-encoder."""
+    base, revision = _base_meta(reranker.name, revision, reranker.dtype)
+    return base.model_copy(
+        update={
+            "loader": MTEBReranker,
+            "revision": revision,
+            "framework": ["JAX"],
+            "model_type": ["cross-encoder"],
+            "max_tokens": reranker.max_length,
+            "n_parameters": base.n_parameters or _n_parameters(reranker.model),
+            "modalities": ["text"],
+        }
+    )
+
+
+def _n_parameters(model: Any) -> int:
     import jax
     from flax import nnx
 
-    return jax.tree_util.tree_leaves(nnx.state(enc.model, nnx.Param))
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))

@@ -23,6 +23,7 @@ from gte_jax.config import ConfigError
 from gte_jax.hub import read_json, resolve_model_dir
 from gte_jax.loading import load
 from gte_jax.models.heads import CrossEncoderModel
+from gte_jax.registry import Registry
 from gte_jax.tokenization import MAX_PAIR_VOCAB, Tokenizer, lone_surrogate, unpack_segments
 
 ACTIVATIONS = ("sigmoid", "identity", "softmax", "tanh")
@@ -116,6 +117,28 @@ class GTEReranker:
             functools.partial(_logits, graphdef, token_types=token_types),
             out_shardings=sharding.batch_sharding(mesh),
         )
+
+    _registry: Registry | None = None
+
+    @classmethod
+    def _shared_registry(cls) -> Registry:
+        if cls._registry is None:
+            cls._registry = Registry(cls.from_pretrained)
+        return cls._registry
+
+    @classmethod
+    def shared(cls, name_or_path: str = DEFAULT_RERANKER, **kwargs: Any) -> GTEReranker:
+        """Like :meth:`from_pretrained`, but one reranker per process for the same arguments.
+
+        Integrations use this (as :meth:`gte_jax.GTEEncoder.shared`), so that many reranker objects for one
+        model share its weights and compiled programs. The reranker stays loaded until :meth:`release`.
+        """
+        return cls._shared_registry().get(name_or_path, **kwargs)
+
+    @classmethod
+    def release(cls, name_or_path: str | None = None) -> int:
+        """Forgets the shared rerankers of ``name_or_path`` (all settings), or every one; returns how many."""
+        return cls._shared_registry().release(name_or_path)
 
     @property
     def max_length(self) -> int:

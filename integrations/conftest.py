@@ -1,9 +1,20 @@
-"""Fixtures for the integration packages' tests: an STS-B paraphrase-retrieval task and its reference score."""
+"""Fixtures for the integration packages' tests: an STS-B paraphrase-retrieval task and its reference score, and
+real ``gte-jax serve`` servers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+
+# The core tests' helpers (checkpoint files, the serve subprocess), reused rather than copied; appended, so that
+# nothing of the integrations' own is shadowed.
+TESTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+if TESTS_DIR not in sys.path:
+    sys.path.append(TESTS_DIR)
 
 PARAPHRASE_SCORE = 4.0  # STS-B gold scores run 0-5; 4 and above are near-paraphrases
 
@@ -77,3 +88,45 @@ def loop_ticks_during():
         return asyncio.run(run())
 
     return measure
+
+
+def serve_has_reranker() -> bool:
+    """Whether ``gte-jax serve`` has the ``--reranker`` option (the /v1/rerank routes) in this checkout."""
+    from serve_server import serve_command
+
+    done = subprocess.run([*serve_command(), "serve", "--help"], capture_output=True, text=True, timeout=120)
+    return "--reranker" in done.stdout
+
+
+@pytest.fixture(scope="session")
+def serve_logs(tmp_path_factory) -> dict[str, str]:
+    return {
+        "log_dir": str(tmp_path_factory.mktemp("serve-logs")),
+        "cache_dir": str(tmp_path_factory.mktemp("jax-cache")),
+    }
+
+
+@pytest.fixture(scope="session")
+def rerank_server(minilm_dir, cross_encoder_dir, serve_logs):
+    """A real ``gte-jax serve --reranker cross_encoder_dir`` (embedding model: MiniLM) and its base URL."""
+    if not serve_has_reranker():
+        pytest.skip("gte-jax serve has no --reranker option yet (the /v1/rerank route is not in this checkout)")
+    from serve_server import ServeProcess
+
+    server = ServeProcess(minilm_dir, "--reranker", cross_encoder_dir, "--no-warmup", **serve_logs)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedding_server(minilm_dir, serve_logs):
+    """A real ``gte-jax serve`` with no reranker: its /v1/rerank is not there."""
+    from serve_server import ServeProcess
+
+    server = ServeProcess(minilm_dir, "--no-warmup", **serve_logs)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

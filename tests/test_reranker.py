@@ -97,3 +97,12 @@ def test_bad_pairs_are_named(one_label):
     with pytest.raises(ValueError, match="activation 'relu'"):
         ours.predict([("a", "b")], activation="relu")
     assert ours.predict([]).shape == (0,)
+
+
+def test_shared_is_one_reranker_per_model_and_settings_until_released(cross_encoder_dir):
+    first = GTEReranker.shared(cross_encoder_dir, max_length=64)
+    assert GTEReranker.shared(cross_encoder_dir + "/", max_length=64, dtype="float32") is first  # defaults filled in
+    assert GTEReranker.shared(cross_encoder_dir, max_length=32) is not first
+    assert GTEReranker.release(cross_encoder_dir) == 2
+    assert GTEReranker.shared(cross_encoder_dir, max_length=64) is not first  # loaded afresh
+    GTEReranker.release(cross_encoder_dir)
