@@ -60,6 +60,12 @@ def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
     return buckets[min(i, len(buckets) - 1)]
 
 
+def bucket_lengths(lengths: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
+    """:func:`bucket_for` of each of ``lengths`` at once (the server plans its queue every few steps)."""
+    table = np.asarray(buckets, dtype=np.int64)
+    return table[np.minimum(np.searchsorted(table, lengths), len(table) - 1)]
+
+
 def rows_cap(length: int, *, batch_size: int, max_batch_tokens: int, multiple_of: int) -> int:
     """Most rows a batch of ``length`` tokens may have: the smaller of ``batch_size`` and the token budget."""
     rows = min(batch_size, max(1, max_batch_tokens // length))
@@ -100,7 +106,7 @@ def plan_batches(
     """
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: the biggest programs compile first
-    padded = np.array([bucket_for(int(n), buckets) for n in lengths[order]], dtype=np.int64)
+    padded = bucket_lengths(lengths[order], buckets)
 
     def cap(length: int) -> int:
         return rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)

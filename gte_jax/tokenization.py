@@ -135,32 +135,45 @@ class Tokenizer:
         """The ids of a text longer than :attr:`window`, tokenising only as much of it as they need."""
         need = self.max_length - len(self._special)
         content: list[int] = []
-        for piece in self._pieces(text):
+        for piece, _ in self._pieces(text):
             content += self.backend.encode(piece, add_special_tokens=False).ids
             if len(content) >= need:
                 break
         return np.asarray([*self._special[:1], *content[:need], *self._special[1:]], dtype=np.int32)
 
-    def _pieces(self, text: str) -> Iterator[str]:
-        """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters."""
+    def prefix_length(self, text: str) -> int:
+        """How many leading characters of ``text`` hold every token it is truncated to: ``text[:n]`` tokenises
+        (truncated) as ``text`` does, with the same offsets, and costs what :attr:`max_length` tokens cost."""
+        if len(text) <= self.window:
+            return len(text)
+        need, count = self.max_length - len(self._special), 0
+        for piece, end in self._pieces(text):
+            count += len(self.backend.encode(piece, add_special_tokens=False).ids)
+            if count >= need:
+                return end
+        return len(text)
+
+    def _pieces(self, text: str) -> Iterator[tuple[str, int]]:
+        """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters,
+        with where each ends in ``text``."""
         start = 0
         while start < len(text):
             end = start + self.window
             if end >= len(text):
-                yield text[start:]
+                yield text[start:], len(text)
                 return
             last = self._boundary.search(text[start:end][::-1])  # the window's last boundary
             cut = end - last.start() - 1 if last else start
             if cut > start:
-                yield text[start:cut]
+                yield text[start:cut], cut
                 start = cut
             elif last:  # the window's only boundary is its first character
-                yield text[start]
+                yield text[start], start + 1
                 start += 1
             else:  # one word longer than the window
                 after = self._boundary.search(text, end)
                 word_end = after.start() if after else len(text)
-                yield self._normalized_word(text, start, word_end)
+                yield self._normalized_word(text, start, word_end), word_end
                 start = word_end
 
     def _normalized_word(self, text: str, start: int, end: int) -> str:
