@@ -29,7 +29,7 @@ routes:
   POST /v1/embeddings, /embeddings   OpenAI: {"input": str | [str] | [int] | [[int]], "model", "encoding_format",
                                      "dimensions"}
   POST /embed                        TEI: {"inputs": str | [str], "normalize", "truncate", "dimensions"} -> [[float]]
-  POST /tokenize                     TEI: {"inputs": str | [str], "add_special_tokens"}
+  POST /tokenize                     TEI: {"inputs": str | [str], "add_special_tokens", "prompt_name", "truncate"}
   GET  /health, /metrics             open even with --api-key (probes, Prometheus)
   GET  /info, /v1/models             the model, devices and limits
 
