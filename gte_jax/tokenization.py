@@ -135,45 +135,53 @@ class Tokenizer:
         """The ids of a text longer than :attr:`window`, tokenising only as much of it as they need."""
         need = self.max_length - len(self._special)
         content: list[int] = []
-        for piece, _ in self._pieces(text):
+        for piece, _, _ in self._pieces(text):
             content += self.backend.encode(piece, add_special_tokens=False).ids
             if len(content) >= need:
                 break
         return np.asarray([*self._special[:1], *content[:need], *self._special[1:]], dtype=np.int32)
 
-    def prefix_length(self, text: str) -> int:
-        """How many leading characters of ``text`` hold every token it is truncated to: ``text[:n]`` tokenises
-        (truncated) as ``text`` does, with the same offsets, and costs what :attr:`max_length` tokens cost."""
+    def tokens(self, text: str, add_special_tokens: bool = True) -> list[tuple[int, str, bool, int, int]]:
+        """``(id, token, special, start, stop)`` of each token ``text`` is truncated to, offsets in characters of
+        ``text`` (``(0, 0)`` for a special token), tokenising only as much of a long text as they need."""
         if len(text) <= self.window:
-            return len(text)
-        need, count = self.max_length - len(self._special), 0
-        for piece, end in self._pieces(text):
-            count += len(self.backend.encode(piece, add_special_tokens=False).ids)
-            if count >= need:
-                return end
-        return len(text)
+            e = self.backend.encode(text, add_special_tokens=add_special_tokens)
+            marks = zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True)
+            return [(i, t, bool(special), a, b) for i, t, special, (a, b) in marks]
+        specials = self._special if add_special_tokens else []
+        need = self.max_length - len(specials)
+        content: list[tuple[int, str, bool, int, int]] = []
+        for piece, start, end in self._pieces(text):
+            e = self.backend.encode(piece, add_special_tokens=False)
+            raw = piece == text[start:end]  # else one over-long word, normalised: its [UNK] spans the word
+            for i, t, (a, b) in zip(e.ids, e.tokens, e.offsets, strict=True):
+                content.append((i, t, False, start + a, start + b) if raw else (i, t, False, start, end))
+            if len(content) >= need:
+                break
+        marks = [(i, self.backend.id_to_token(i), True, 0, 0) for i in specials]
+        return [*marks[:1], *content[:need], *marks[1:]]
 
-    def _pieces(self, text: str) -> Iterator[tuple[str, int]]:
+    def _pieces(self, text: str) -> Iterator[tuple[str, int, int]]:
         """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters,
-        with where each ends in ``text``."""
+        with where each starts and ends in ``text``."""
         start = 0
         while start < len(text):
             end = start + self.window
             if end >= len(text):
-                yield text[start:], len(text)
+                yield text[start:], start, len(text)
                 return
             last = self._boundary.search(text[start:end][::-1])  # the window's last boundary
             cut = end - last.start() - 1 if last else start
             if cut > start:
-                yield text[start:cut], cut
+                yield text[start:cut], start, cut
                 start = cut
             elif last:  # the window's only boundary is its first character
-                yield text[start], start + 1
+                yield text[start], start, start + 1
                 start += 1
             else:  # one word longer than the window
                 after = self._boundary.search(text, end)
                 word_end = after.start() if after else len(text)
-                yield self._normalized_word(text, start, word_end), word_end
+                yield self._normalized_word(text, start, word_end), start, word_end
                 start = word_end
 
     def _normalized_word(self, text: str, start: int, end: int) -> str:

@@ -545,14 +545,18 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def test_tokenize_reads_only_what_the_model_keeps(server, minilm):
-    text = "a " * 990_000  # 1.98 MB, a million tokens: tokenised whole, it took ~600 MB
+    # 1.8 MB: 600,000 tokens (tokenised whole, ~350 MB), one 600,000-character word, a text after 600,000 spaces.
+    texts = ["a " * 600_000, "x" * 600_000, " " * 600_000 + "the end"]
     before = _peak_rss_mb(server.proc.pid)
-    r = httpx.post(f"{server.url}/tokenize", json={"inputs": text}, headers=AUTH, timeout=TIMEOUT)
+    r = httpx.post(f"{server.url}/tokenize", json={"inputs": texts}, headers=AUTH, timeout=TIMEOUT)
     assert r.status_code == 200, r.text[:300]
-    tokens = r.json()[0]
-    assert [t["id"] for t in tokens] == minilm.tokenize([text])[0].tolist()
-    assert (tokens[-2]["start"], tokens[-2]["stop"]) == (2 * 253, 2 * 253 + 1)  # the 254th "a"
     assert _peak_rss_mb(server.proc.pid) - before < 150
+    rows = r.json()
+    assert [[t["id"] for t in row] for row in rows] == [ids.tolist() for ids in minilm.tokenize(texts)]
+    spans = [[(t["start"], t["stop"]) for t in row if not t["special"]] for row in rows]
+    assert spans[0][-1] == (2 * 253, 2 * 253 + 1)  # the 254th "a"
+    assert spans[1] == [(0, 600_000)]  # one [UNK] over the whole word
+    assert spans[2] == [(600_000, 600_003), (600_004, 600_007)]
 
 
 def test_tokenize_offsets_are_in_the_clients_text_and_the_prompt_is_special(servers):

@@ -395,8 +395,8 @@ class Server:
         """TEI's ``POST /tokenize``: the tokens the model sees (cut to its limit), with character offsets."""
 
         async def handle(req: schemas.TokenizeRequest) -> Response:
-            # The same check as /embed: with "truncate": false, a text past the model's limit is a 413.
-            await self._tokenized(Inputs(texts=req.texts), req.truncate, "inputs", req.prompt_name)
+            if not req.truncate:  # the same check as /embed: a text past the model's limit is a 413
+                await self._tokenized(Inputs(texts=req.texts), False, "inputs", req.prompt_name)
             return await self._respond(lambda: schemas.tokens_body(self._tokens(req)))
 
         return await self._answer(request, schemas.parse_tokenize, handle)
@@ -408,9 +408,8 @@ class Server:
         limit = tok.max_length if req.add_special_tokens else tok.max_length - len(tok.backend.encode("").ids)
         rows = []
         for text in req.texts:
-            full = prompt + text
-            encoding = tok.backend.encode(full[: tok.prefix_length(full)], add_special_tokens=req.add_special_tokens)
-            rows.append(schemas.token_list(encoding, len(prompt), limit))
+            tokens = tok.tokens(prompt + text, add_special_tokens=req.add_special_tokens)
+            rows.append(schemas.token_list(tokens, len(prompt), limit))
         return rows
 
     async def health(self, request: Request) -> Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -318,18 +317,17 @@ def tei_body(vectors: np.ndarray) -> bytes:
     return _dumps(vectors.tolist())
 
 
-def token_list(encoding: Any, prompt_chars: int, limit: int) -> list[dict[str, Any]]:
-    """TEI's ``/tokenize`` tokens of one text from a ``tokenizers`` encoding of ``prompt + text``, at most ``limit``.
+def token_list(tokens: list[tuple[int, str, bool, int, int]], prompt_chars: int, limit: int) -> list[dict[str, Any]]:
+    """TEI's ``/tokenize`` tokens of one text, at most ``limit``, from
+    :meth:`~gte_jax.tokenization.Tokenizer.tokens` of ``prompt + text``.
 
     Offsets are characters of the client's text (the prompt's length taken off); the prompt's tokens, which the
     client never sent, are special like [CLS] and [SEP], and every special token has null offsets.
     """
-    tokens = []
-    for tid, text, special, (start, stop) in itertools.islice(
-        zip(encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True), limit
-    ):
-        special = bool(special) or stop <= prompt_chars
-        tokens.append(
+    out = []
+    for tid, text, special, start, stop in tokens[:limit]:
+        special = special or stop <= prompt_chars
+        out.append(
             {
                 "id": tid,
                 "text": text,
@@ -338,7 +336,7 @@ def token_list(encoding: Any, prompt_chars: int, limit: int) -> list[dict[str, A
                 "stop": None if special else stop - prompt_chars,
             }
         )
-    return tokens
+    return out
 
 
 def tokens_body(rows: list[list[dict[str, Any]]]) -> bytes:
