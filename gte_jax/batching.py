@@ -92,7 +92,8 @@ def plan_batches(
 
     A call that fits in one batch (a query, a handful of texts) is padded to a
     small-call length (:func:`small_call_buckets`) and gets the smallest row
-    bucket that holds it: low latency, few programs. A bigger call runs every
+    bucket that holds it: low latency, few programs. One that fits in one full
+    batch of its longest text's bucket runs as that batch. A bigger call runs every
     length bucket as batches of exactly ``rows_cap(L)`` rows, the bucket's last
     batch padded with empty rows, so a bulk call compiles at most one program
     per length bucket, and once a bucket has been seen it never compiles again.
@@ -116,6 +117,10 @@ def plan_batches(
     small = bucket_for(int(lengths[order[0]]), small_call_buckets(buckets))
     if len(order) <= cap(small):
         return [Batch(order, row_bucket(len(order), cap(small), multiple_of), small)]
+    # One full step at the longest text's bucket: never more padding than the bulk plan, whose first step it is.
+    fine = bucket_for(int(lengths[order[0]]), buckets)
+    if len(order) <= cap(fine):
+        return [Batch(order, cap(fine), fine)]
     batches = []
     for length in sorted(set(padded.tolist()), reverse=True):
         members = order[padded == length]

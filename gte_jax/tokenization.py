@@ -146,8 +146,8 @@ class Tokenizer:
         ``text`` (``(0, 0)`` for a special token), tokenising only as much of a long text as they need."""
         if len(text) <= self.window:
             e = self.backend.encode(text, add_special_tokens=add_special_tokens)
-            marks = zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True)
-            return [(i, t, bool(special), a, b) for i, t, special, (a, b) in marks]
+            every = zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True)
+            return [(i, t, bool(special), a, b) for i, t, special, (a, b) in every]
         specials = self._special if add_special_tokens else []
         need = self.max_length - len(specials)
         content: list[tuple[int, str, bool, int, int]] = []
@@ -158,7 +158,7 @@ class Tokenizer:
                 content.append((i, t, False, start + a, start + b) if raw else (i, t, False, start, end))
             if len(content) >= need:
                 break
-        marks = [(i, self.backend.id_to_token(i), True, 0, 0) for i in specials]
+        marks = [(i, self.backend.id_to_token(i) or "", True, 0, 0) for i in specials]
         return [*marks[:1], *content[:need], *marks[1:]]
 
     def _pieces(self, text: str) -> Iterator[tuple[str, int, int]]:
