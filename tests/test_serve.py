@@ -545,8 +545,8 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def test_tokenize_reads_only_what_the_model_keeps(server, minilm):
-    # 1.8 MB: 600,000 tokens (tokenised whole, ~350 MB), one 600,000-character word, a text after 600,000 spaces.
-    texts = ["a " * 600_000, "x" * 600_000, " " * 600_000 + "the end"]
+    # 1.8 MB: 400,000 tokens (tokenised whole, ~240 MB), one 500,000-character word, a text after 500,000 spaces.
+    texts = ["a " * 400_000, "x" * 500_000, " " * 500_000 + "the end"]
     before = _peak_rss_mb(server.proc.pid)
     r = httpx.post(f"{server.url}/tokenize", json={"inputs": texts}, headers=AUTH, timeout=TIMEOUT)
     assert r.status_code == 200, r.text[:300]
@@ -555,8 +555,8 @@ def test_tokenize_reads_only_what_the_model_keeps(server, minilm):
     assert [[t["id"] for t in row] for row in rows] == [ids.tolist() for ids in minilm.tokenize(texts)]
     spans = [[(t["start"], t["stop"]) for t in row if not t["special"]] for row in rows]
     assert spans[0][-1] == (2 * 253, 2 * 253 + 1)  # the 254th "a"
-    assert spans[1] == [(0, 600_000)]  # one [UNK] over the whole word
-    assert spans[2] == [(600_000, 600_003), (600_004, 600_007)]
+    assert spans[1] == [(0, 500_000)]  # one [UNK] over the whole word
+    assert spans[2] == [(500_000, 500_003), (500_004, 500_007)]
 
 
 def test_tokenize_offsets_are_in_the_clients_text_and_the_prompt_is_special(servers):
