@@ -60,6 +60,12 @@ def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
     return buckets[min(i, len(buckets) - 1)]
 
 
+def bucket_lengths(lengths: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
+    """:func:`bucket_for` of each of ``lengths`` at once (the server plans its queue every few steps)."""
+    table = np.asarray(buckets, dtype=np.int64)
+    return table[np.minimum(np.searchsorted(table, lengths), len(table) - 1)]
+
+
 def rows_cap(length: int, *, batch_size: int, max_batch_tokens: int, multiple_of: int) -> int:
     """Most rows a batch of ``length`` tokens may have: the smaller of ``batch_size`` and the token budget."""
     rows = min(batch_size, max(1, max_batch_tokens // length))
@@ -86,7 +92,8 @@ def plan_batches(
 
     A call that fits in one batch (a query, a handful of texts) is padded to a
     small-call length (:func:`small_call_buckets`) and gets the smallest row
-    bucket that holds it: low latency, few programs. A bigger call runs every
+    bucket that holds it: low latency, few programs. One that fits in one full
+    batch of its longest text's bucket runs as that batch. A bigger call runs every
     length bucket as batches of exactly ``rows_cap(L)`` rows, the bucket's last
     batch padded with empty rows, so a bulk call compiles at most one program
     per length bucket, and once a bucket has been seen it never compiles again.
@@ -100,7 +107,7 @@ def plan_batches(
     """
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: the biggest programs compile first
-    padded = np.array([bucket_for(int(n), buckets) for n in lengths[order]], dtype=np.int64)
+    padded = bucket_lengths(lengths[order], buckets)
 
     def cap(length: int) -> int:
         return rows_cap(length, batch_size=batch_size, max_batch_tokens=max_batch_tokens, multiple_of=multiple_of)
@@ -110,6 +117,10 @@ def plan_batches(
     small = bucket_for(int(lengths[order[0]]), small_call_buckets(buckets))
     if len(order) <= cap(small):
         return [Batch(order, row_bucket(len(order), cap(small), multiple_of), small)]
+    # One full step at the longest text's bucket: never more padding than the bulk plan, whose first step it is.
+    fine = bucket_for(int(lengths[order[0]]), buckets)
+    if len(order) <= cap(fine):
+        return [Batch(order, cap(fine), fine)]
     batches = []
     for length in sorted(set(padded.tolist()), reverse=True):
         members = order[padded == length]

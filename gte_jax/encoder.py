@@ -18,8 +18,8 @@ import dataclasses
 import functools
 import numbers
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, overload
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import jax
 import jax.numpy as jnp
@@ -95,21 +95,6 @@ class EncodeOptions(TypedDict, total=False):
     show_progress: bool
     ranges: np.ndarray | None
     calibration_embeddings: np.ndarray | None
-
-
-class _TokenRows:
-    """Where a runner's results go for token embeddings: each row's hidden states cut to its real tokens.
-
-    Runners only assign ``out[indices] = batch`` (``batch`` is ``[rows, T, D]``), so this stands in for
-    the ``[n, dim]`` array they fill with pooled vectors.
-    """
-
-    def __init__(self, rows: list[np.ndarray], offset: int, lengths: list[int]):
-        self.rows, self.offset, self.lengths = rows, offset, lengths
-
-    def __setitem__(self, indices: np.ndarray, batch: np.ndarray) -> None:
-        for j, i in enumerate(indices):
-            self.rows[self.offset + int(i)] = np.array(batch[j, : self.lengths[i]])  # a copy: frees the batch
 
 
 def _check_texts(texts: object) -> tuple[list[str], bool]:
@@ -541,7 +526,26 @@ class GTEEncoder:
         """The padded batches :meth:`encode_tokens` runs for these token ids (this process's rows)."""
         return self.runner.plan(token_ids, _check_positive("batch_size", batch_size) or self.batch_size)
 
-    def warmup(self, texts: Iterable[str] | None = None, *, batch_size: int | None = None) -> int:
+    def encode_batches(
+        self, token_ids: list[np.ndarray], batches: list[batching.Batch], *, normalize: bool = True
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Runs some of :meth:`plan`'s batches of ``token_ids``, one device step each, in the given order.
+
+        For a caller that schedules steps itself (the server): yields ``(indices, vectors)`` as each
+        step finishes, ``vectors[j]`` being :meth:`encode_tokens`'s row for ``token_ids[indices[j]]``.
+        """
+        truncate_dim = self._truncate_dim(None)
+        step = self._step(normalize and truncate_dim is None)
+        for indices, vectors in self.runner.run(step, token_ids, batches):
+            yield indices, sim.truncate_rows(vectors, truncate_dim, normalize)
+
+    def warmup(
+        self,
+        texts: Iterable[str] | None = None,
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Compiles up front the programs :meth:`encode` runs, so that none compiles mid-job.
 
         Args:
@@ -549,6 +553,7 @@ class GTEEncoder:
                 All buckets when None (about 1-2 s a program on a 2-core CPU for a small
                 model; 48 programs for a 512-token model with the CPU defaults).
             batch_size: as the calls to come will pass it.
+            progress: called with ``(compiled, total)`` before the first shape and after each one.
 
         Covers ``encode(..., normalize=True)``, the default (``output_value="token_embeddings"`` and
         ``truncate_dim`` run programs of their own). Under ``jax.distributed`` it is a
@@ -561,7 +566,13 @@ class GTEEncoder:
             sample, _ = _check_texts(list(texts))
             lengths = [len(t) for t in self.tokenize(sample)]
         shapes = self.runner.shapes(batch_size, lengths)
-        self.runner.warm(self._step(True), shapes)
+        if progress is None:
+            self.runner.warm(self._step(True), shapes)
+            return len(shapes)
+        progress(0, len(shapes))
+        for done, shape in enumerate(shapes, 1):
+            self.runner.warm(self._step(True), [shape])
+            progress(done, len(shapes))
         return len(shapes)
 
     def _step(self, normalize: bool) -> runners.Step:
@@ -604,7 +615,8 @@ class GTEEncoder:
         step = self._step(normalize and truncate_dim is None)  # with truncation, normalising waits for the cut
         with _progress(len(texts), show_progress) as bar:
             for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
-                self.runner.run(step, self.tokenize(texts[start:stop]), out[start:stop], batch_size, bar)
+                for indices, vectors in self._run(step, self.tokenize(texts[start:stop]), batch_size, bar):
+                    out[start + indices] = vectors
         return sim.truncate_rows(out, truncate_dim, normalize)
 
     def _pooled(
@@ -619,7 +631,9 @@ class GTEEncoder:
         out = np.zeros((len(token_ids), self.pooled_dim), dtype=np.float32)
         if token_ids or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
             with _progress(len(token_ids), show_progress) as bar:
-                self.runner.run(self._step(normalize and truncate_dim is None), token_ids, out, batch_size, bar)
+                step = self._step(normalize and truncate_dim is None)
+                for indices, vectors in self._run(step, token_ids, batch_size, bar):
+                    out[indices] = vectors
         return sim.truncate_rows(out, truncate_dim, normalize)
 
     def _token_embeddings(self, texts: list[str], batch_size: int, show_progress: bool) -> list[np.ndarray]:
@@ -630,8 +644,9 @@ class GTEEncoder:
         with _progress(len(texts), show_progress) as bar:
             for start, stop in chunks:
                 token_ids = self.tokenize(texts[start:stop])
-                sink = _TokenRows(rows, start, [len(t) for t in token_ids])
-                self.runner.run(step, token_ids, cast(np.ndarray, sink), batch_size, bar)
+                for indices, hidden in self._run(step, token_ids, batch_size, bar):
+                    for j, i in enumerate(indices):
+                        rows[start + i] = np.array(hidden[j, : len(token_ids[i])])  # a copy: frees the batch
         return rows
 
     def sentence_config(self) -> SentenceConfig:
@@ -647,6 +662,15 @@ class GTEEncoder:
             similarity_fn_name=self.similarity_fn_name,
             truncate_dim=self.truncate_dim,
         )
+
+    def _run(
+        self, step: runners.Step, token_ids: list[np.ndarray], batch_size: int, bar: Any
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The runner's ``(indices, results)`` for all of ``token_ids``, as :meth:`plan` batches them."""
+        for indices, results in self.runner.run(step, token_ids, self.runner.plan(token_ids, batch_size)):
+            yield indices, results
+            if bar is not None:
+                bar.update(len(indices))
 
     def save_pretrained(self, path: str) -> str:
         """Writes the model as a sentence-transformers folder with the family's Hugging Face weights, which

@@ -234,10 +234,14 @@ class GTEReranker:
         act = _check_activation(self.activation if activation is None else activation)
         rows = _positive("batch_size", batch_size) or self.batch_size
         logits = np.zeros((len(checked), self.num_labels), dtype=np.float32)
-        if checked:
+        if checked or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
+            token_ids = self.tokenizer.pairs(checked)
+            step = functools.partial(self._logits, self._state)
             with _progress(len(checked), show_progress) as bar:
-                step = functools.partial(self._logits, self._state)
-                self.runner.run(step, self.tokenizer.pairs(checked), logits, rows, bar)
+                for indices, results in self.runner.run(step, token_ids, self.runner.plan(token_ids, rows)):
+                    logits[indices] = results
+                    if bar is not None:
+                        bar.update(len(indices))
         scores = activate(logits, act)
         if apply_softmax and self.num_labels > 1:
             scores = activate(scores, "softmax")

@@ -5,7 +5,8 @@
 several processes: every process runs the same sequence of global batch shapes
 and fills its own rows with its own texts. Each runner owns its planning and
 its warm-up, so that :meth:`Runner.shapes` is exactly the set of shapes
-:meth:`Runner.run` can execute.
+:meth:`Runner.run` can execute. Callers plan first (:meth:`Runner.plan`), may run any
+part of the plan, and get each batch's results back from :meth:`Runner.run` as it finishes.
 
 ``batch_size`` and ``max_batch_tokens`` mean the same in both: the most rows and
 padded tokens of one step, across all devices of the mesh.
@@ -14,7 +15,7 @@ padded tokens of one step, across all devices of the mesh.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 import jax
 import numpy as np
@@ -24,6 +25,8 @@ from gte_jax import batching, sharding
 
 # (input_ids, attention_mask) -> [rows, dim] vectors, on the mesh.
 Step = Callable[[jax.Array, jax.Array], jax.Array]
+# One finished batch: the indices of its token-id lists and their results (one row each), on the host.
+Result = tuple[np.ndarray, np.ndarray]
 
 
 class Runner(Protocol):
@@ -37,8 +40,9 @@ class Runner(Protocol):
         """Every global ``(rows, length)`` that :meth:`run` can execute: the programs to compile."""
         ...
 
-    def run(self, step: Step, token_ids: list[np.ndarray], out: np.ndarray, batch_size: int, bar: Any) -> None:
-        """Embeds ``token_ids`` into ``out`` (rows in input order), updating ``bar`` as batches finish."""
+    def run(self, step: Step, token_ids: list[np.ndarray], batches: list[batching.Batch]) -> Iterator[Result]:
+        """Runs ``batches`` (from :meth:`plan` of these ``token_ids``) in order, yielding each one's
+        ``(indices, results)`` on the host as it finishes: ``results[j]`` belongs to ``token_ids[indices[j]]``."""
         ...
 
     def warm(self, step: Step, shapes: list[tuple[int, int]]) -> None:
@@ -72,14 +76,14 @@ class LocalRunner:
         )
         return _only_buckets(shapes, self.buckets, lengths)
 
-    def run(self, step: Step, token_ids: list[np.ndarray], out: np.ndarray, batch_size: int, bar: Any) -> None:
+    def run(self, step: Step, token_ids: list[np.ndarray], batches: list[batching.Batch]) -> Iterator[Result]:
         def steps() -> Iterator[tuple[np.ndarray, jax.Array]]:
-            for batch in self.plan(token_ids, batch_size):
+            for batch in batches:
                 ids, mask = batching.pad_batch(token_ids, batch, self.pad_id)
                 ids, mask = jax.device_put((ids, mask), self.in_sharding)
                 yield batch.indices, step(ids, mask)
 
-        collect(steps(), out, bar, np.asarray)
+        return pipelined(steps(), np.asarray)
 
     def warm(self, step: Step, shapes: list[tuple[int, int]]) -> None:
         for rows, length in shapes:
@@ -143,11 +147,11 @@ class LockstepRunner:
         shape = (local.shape[0] * self.processes, local.shape[1])
         return jax.make_array_from_process_local_data(self.in_sharding, local, shape)
 
-    def run(self, step: Step, token_ids: list[np.ndarray], out: np.ndarray, batch_size: int, bar: Any) -> None:
+    def run(self, step: Step, token_ids: list[np.ndarray], batches: list[batching.Batch]) -> Iterator[Result]:
         from jax.experimental import multihost_utils
 
         def steps() -> Iterator[tuple[np.ndarray, jax.Array]]:
-            for batch in self.plan(token_ids, batch_size):
+            for batch in batches:
                 ids, mask = batching.pad_batch(token_ids, batch, self.pad_id)
                 yield batch.indices, step(self._global(ids), self._global(mask))
 
@@ -155,7 +159,7 @@ class LockstepRunner:
             spec = self.in_sharding.spec
             return np.asarray(multihost_utils.global_array_to_host_local_array(vectors, self.mesh, spec))
 
-        collect(steps(), out, bar, to_local)
+        return pipelined(steps(), to_local)
 
     def warm(self, step: Step, shapes: list[tuple[int, int]]) -> None:
         self._most_per_bucket([])  # the planning all-gather is a program too
@@ -170,28 +174,23 @@ def for_mesh(mesh: Mesh, buckets: tuple[int, ...], max_batch_tokens: int, pad_id
     return kind(mesh, buckets, max_batch_tokens, pad_id)
 
 
-def collect(
-    steps: Iterable[tuple[np.ndarray, jax.Array]],
-    out: np.ndarray,
-    bar: Any,
-    to_host: Callable[[jax.Array], np.ndarray],
-) -> None:
-    """Drains (indices, device result) pairs into ``out`` while the next batches are dispatched."""
+def pipelined(
+    steps: Iterable[tuple[np.ndarray, jax.Array]], to_host: Callable[[jax.Array], np.ndarray]
+) -> Iterator[Result]:
+    """(indices, device result) pairs brought to the host in order, while the next batches are dispatched."""
     pending: list[tuple[np.ndarray, jax.Array]] = []
 
-    def drain(indices: np.ndarray, vectors: jax.Array) -> None:
-        out[indices] = to_host(vectors)[: len(indices)]
-        if bar is not None:
-            bar.update(len(indices))
+    def drain(indices: np.ndarray, vectors: jax.Array) -> Result:
+        return indices, to_host(vectors)[: len(indices)]
 
     # Dispatch is asynchronous: padding batch k+1 on the host overlaps the device's work on batch k;
     # only results two steps old are fetched, which bounds the device memory they hold.
     for item in steps:
         pending.append(item)
         if len(pending) > 2:
-            drain(*pending.pop(0))
+            yield drain(*pending.pop(0))
     for item in pending:
-        drain(*item)
+        yield drain(*item)
 
 
 def _only_buckets(

@@ -179,7 +179,7 @@ class Tokenizer:
             return text
         pieces: list[str] = []
         count = 0
-        for piece in self._pieces(text):
+        for piece, _, _ in self._pieces(text):
             pieces.append(piece)
             count += len(self.backend.encode(piece, add_special_tokens=False).ids)
             if count >= self.max_length:
@@ -190,14 +190,35 @@ class Tokenizer:
         """The ids of a text longer than :attr:`window`, tokenising only as much of it as they need."""
         need = self.max_length - len(self._special)
         content: list[int] = []
-        for piece in self._pieces(text):
+        for piece, _, _ in self._pieces(text):
             content += self.backend.encode(piece, add_special_tokens=False).ids
             if len(content) >= need:
                 break
         return np.asarray([*self._special[:1], *content[:need], *self._special[1:]], dtype=np.int32)
 
-    def _pieces(self, text: str) -> Iterator[str]:
-        """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters."""
+    def tokens(self, text: str, add_special_tokens: bool = True) -> list[tuple[int, str, bool, int, int]]:
+        """``(id, token, special, start, stop)`` of each token ``text`` is truncated to, offsets in characters of
+        ``text`` (``(0, 0)`` for a special token), tokenising only as much of a long text as they need."""
+        if len(text) <= self.window:
+            e = self.backend.encode(text, add_special_tokens=add_special_tokens)
+            every = zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True)
+            return [(i, t, bool(special), a, b) for i, t, special, (a, b) in every]
+        specials = self._special if add_special_tokens else []
+        need = self.max_length - len(specials)
+        content: list[tuple[int, str, bool, int, int]] = []
+        for piece, start, end in self._pieces(text):
+            e = self.backend.encode(piece, add_special_tokens=False)
+            raw = piece == text[start:end]  # else one over-long word, normalised: its [UNK] spans the word
+            for i, t, (a, b) in zip(e.ids, e.tokens, e.offsets, strict=True):
+                content.append((i, t, False, start + a, start + b) if raw else (i, t, False, start, end))
+            if len(content) >= need:
+                break
+        marks = [(i, self.backend.id_to_token(i) or "", True, 0, 0) for i in specials]
+        return [*marks[:1], *content[:need], *marks[1:]]
+
+    def _pieces(self, text: str) -> Iterator[tuple[str, int, int]]:
+        """Consecutive pieces of ``text`` to tokenise in turn, each at most about :attr:`window` characters,
+        with where each starts and ends in ``text``."""
         if not self._bert_like:
             yield from self._pretoken_pieces(text)
             return
@@ -205,20 +226,20 @@ class Tokenizer:
         while start < len(text):
             end = start + self.window
             if end >= len(text):
-                yield text[start:]
+                yield text[start:], start, len(text)
                 return
             last = self._boundary.search(text[start:end][::-1])  # the window's last boundary
             cut = end - last.start() - 1 if last else start
             if cut > start:
-                yield text[start:cut]
+                yield text[start:cut], start, cut
                 start = cut
             elif last:  # the window's only boundary is its first character
-                yield text[start]
+                yield text[start], start, start + 1
                 start += 1
             else:  # one word longer than the window
                 after = self._boundary.search(text, end)
                 word_end = after.start() if after else len(text)
-                yield self._normalized_word(text, start, word_end)
+                yield self._normalized_word(text, start, word_end), start, word_end
                 start = word_end
 
     def _normalized_word(self, text: str, start: int, end: int) -> str:
@@ -236,7 +257,7 @@ class Tokenizer:
                 break
         return word
 
-    def _pretoken_pieces(self, text: str) -> Iterator[str]:
+    def _pretoken_pieces(self, text: str) -> Iterator[tuple[str, int, int]]:
         """:meth:`_pieces` for a pre-tokeniser other than BERT's: each piece ends where the window's last
         pre-token starts; a window without such a cut is doubled until it has one (a pre-token that long)."""
         start = 0
@@ -245,11 +266,11 @@ class Tokenizer:
             while True:
                 end = start + size
                 if end >= len(text):
-                    yield text[start:]
+                    yield text[start:], start, len(text)
                     return
                 cut = self._cut(text[start:end])
                 if cut:
-                    yield text[start : start + cut]
+                    yield text[start : start + cut], start, start + cut
                     start += cut
                     break
                 size *= 2

@@ -16,7 +16,9 @@ import io
 import json
 import os
 import shutil
+import sys
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +109,14 @@ def _with_modules(c: Ctx, *extra: dict) -> str:
         modules = json.load(f)
     c.file("model/modules.json", json.dumps(modules + list(extra)))
     return path
+
+
+def _serve(c: Ctx, *args: Any, env: dict[str, str] | None = None, missing: str | None = None) -> tuple[int, str]:
+    """``gte-jax serve`` on a free port with ``env`` set (and the package ``missing`` not importable)."""
+    from processes import free_port
+
+    with mock.patch.dict(os.environ, env or {}), mock.patch.dict(sys.modules, {missing: None} if missing else {}):
+        return c.cli("serve", "--model", c.model, "--port", free_port(), "--no-warmup", *args)
 
 
 def _npy(c: Ctx, array: np.ndarray) -> str:
@@ -393,6 +403,17 @@ CASES: dict[str, tuple] = {
         2,
         "notes.txt",
     ),
+    # -- gte-jax serve (refused before the model loads) ---------------------------------------------
+    "serve: an empty --api-key": (lambda c: _serve(c, "--api-key", ""), 2, "--api-key is empty"),
+    "serve: an empty $GTE_JAX_API_KEY": (
+        lambda c: _serve(c, env={"GTE_JAX_API_KEY": ""}),
+        2,
+        "$GTE_JAX_API_KEY is empty",
+    ),
+    "serve: an --api-key with a trailing space": (lambda c: _serve(c, "--api-key", "k "), 2, "ends with whitespace"),
+    "serve: a non-ASCII --api-key": (lambda c: _serve(c, "--api-key", "clé"), 2, "not a printable ASCII"),
+    "serve: uvicorn missing": (lambda c: _serve(c, missing="uvicorn"), 2, 'pip install ".[serve]"'),
+    "serve: --body-timeout 0": (lambda c: _serve(c, "--body-timeout", "0"), 2, "positive number of seconds"),
     # -- gte-jax convert -----------------------------------------------------------------------------
     "convert: a missing source": (lambda c: c.cli("convert", "/no/such/model", "out"), 2, "/no/such/model"),
     "convert: OUT is a file": (

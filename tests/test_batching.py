@@ -87,3 +87,14 @@ def test_small_calls_pad_to_few_lengths_bulk_calls_to_fine_ones():
     # Row buckets only at the small-call lengths: few programs despite 27 length buckets.
     shapes = batching.all_shapes(buckets, batch_size=64, max_batch_tokens=1024)
     assert len(buckets) == 27 and len(shapes) == 48
+
+
+def test_a_call_that_fits_one_full_step_of_its_longest_bucket_runs_as_one_step():
+    # 4 x 38, 8 x 20 and 8 x 10 tokens with the CPU defaults: too many rows for a small call at 64 tokens (16),
+    # few enough for one full step at 40 (25 rows); per bucket they took three steps, 2,788 padded tokens.
+    buckets = batching.length_buckets(256)
+    (step,) = batching.plan_batches(
+        np.array([38] * 4 + [20] * 8 + [10] * 8), buckets=buckets, batch_size=64, max_batch_tokens=1024
+    )
+    assert (step.rows, step.length) == (25, 40) and sorted(step.indices.tolist()) == list(range(20))
+    assert (25, 40) in batching.all_shapes(buckets, batch_size=64, max_batch_tokens=1024)  # no new program

@@ -11,8 +11,10 @@ import asyncio
 import base64
 import dataclasses
 import json
+import os
 import random
 import socket
+import subprocess
 import threading
 import time
 from typing import Any
@@ -23,7 +25,13 @@ import openai
 import pytest
 from langchain_openai import OpenAIEmbeddings
 from llama_index.embeddings.openai_like import OpenAILikeEmbedding
-from serve_server import ServeProcess
+from serve_server import ServeProcess, serve_command
+
+from gte_jax.serve import defaults
+from gte_jax.serve.cli import _bind
+
+from checkpoints import TINY, torch_bert, write_checkpoint
+from processes import free_port
 
 pytestmark = pytest.mark.slow  # real server processes: each starts in seconds
 
@@ -61,12 +69,18 @@ def serve_dirs(tmp_path_factory) -> dict[str, str]:
 
 @dataclasses.dataclass
 class Servers:
-    main: ServeProcess  # --api-key, --max-client-batch-size 64: most tests
-    busy: ServeProcess  # --max-concurrent-requests 1: back-pressure
+    # --api-key, --max-client-batch-size 64, --body-timeout 5: most tests. --round-steps 64: a request queued
+    # behind the big one waits for all of its steps (a client can leave before its inputs run).
+    main: ServeProcess
+    busy: ServeProcess  # --max-concurrent-requests 1: back-pressure; no --served-model-name
+    fair: ServeProcess  # the default --round-steps, on MiniLM with a "passage" prompt
+
+
+PASSAGE = "passage: "
 
 
 @pytest.fixture(scope="module")
-def servers(minilm_dir, serve_dirs) -> Servers:
+def servers(minilm_dir, minilm_with_prompts, serve_dirs) -> Servers:
     main = ServeProcess(
         minilm_dir,
         "--no-warmup",
@@ -76,16 +90,23 @@ def servers(minilm_dir, serve_dirs) -> Servers:
         "64",
         "--served-model-name",
         NAME,
+        "--round-steps",
+        "64",
+        "--body-timeout",
+        "5",
         **serve_dirs,
     )
     busy = ServeProcess(minilm_dir, "--no-warmup", "--max-concurrent-requests", "1", **serve_dirs)
+    fair = ServeProcess(minilm_with_prompts({"passage": PASSAGE}), "--no-warmup", **serve_dirs)
     try:
         main.wait_ready()
         busy.wait_ready()
-        yield Servers(main, busy)
+        fair.wait_ready()
+        yield Servers(main, busy, fair)
     finally:
         main.stop()
         busy.stop()
+        fair.stop()
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +331,49 @@ BAD = [
     Bad("TEI too long", "/embed", 413, "`inputs[1]` is longer", json={"inputs": ["a", LONG], "truncate": False}),
     Bad("TEI ids too long", "/embed", 413, "`inputs[0]` is longer", json={"inputs": [[101] * 300], "truncate": False}),
     Bad("tokenize inputs missing", "/tokenize", 422, "`inputs` is missing", json={}),
+    Bad(
+        "tokenize too long", "/tokenize", 413, "`inputs[1]` is longer", json={"inputs": ["a", LONG], "truncate": False}
+    ),
+    Bad(
+        "model a lone surrogate",
+        V1,
+        400,
+        "`model` holds a lone surrogate",
+        content=b'{"input": "a", "model": "\\ud800"}',
+    ),
+    Bad(
+        "prompt_name a lone surrogate",
+        "/embed",
+        422,
+        "`prompt_name` holds",
+        content=b'{"inputs": "a", "prompt_name": "\\udfff"}',
+    ),
+    Bad("dimensions true", V1, 400, "384 (this model's dimension), not true", json={"input": "a", "dimensions": True}),
+    Bad("dimensions [null]", "/embed", 422, "not [null]", json={"inputs": "a", "dimensions": [None]}),
+    Bad("encoding_format in JSON", V1, 400, 'not "int8"', json={"input": "a", "encoding_format": "int8"}),
+    Bad(
+        "truncation_direction",
+        "/embed",
+        422,
+        '`truncation_direction` "Left"',
+        json={"inputs": "a", "truncation_direction": "Left"},
+    ),
+    Bad(
+        "a number of 5000 digits",
+        V1,
+        400,
+        "thousands of digits",
+        content=b'{"input": "a", "dimensions": ' + b"9" * 5000 + b"}",
+    ),
+    Bad(
+        "a gzip body",
+        V1,
+        415,
+        "Content-Encoding gzip is not supported",
+        content=b"\x1f\x8b\x08\x00",
+        headers={**AUTH, "Content-Encoding": "gzip"},
+    ),
+    Bad("a body not UTF-8", V1, 400, "not UTF-8 text (byte 0x8b at offset 1)", content=b"\x1f\x8b\x08\x00"),
     Bad("unknown route", "/v2/embeddings", 404, "Not Found", json={"input": "a"}),
     Bad("wrong method", V1, 405, "use POST", method="GET"),
     Bad("busy", V1, 429, "--max-concurrent-requests", json={"input": "a"}, busy=True),
@@ -413,5 +477,195 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(minilm_dir, serve_d
         assert big["status"] == 200, big["body"]
         close([d["embedding"] for d in big["body"]["data"]], ref["big"])
         assert srv.proc.wait(60) == 0, srv.log()[-3000:]
+    finally:
+        srv.stop()
+
+
+# ---- the engine's plan, fairness ------------------------------------------------------------------------------
+
+STEPS = ("gte_jax_engine_steps_total", ())
+PADDED = ("gte_jax_padded_tokens_total", ())
+SENTENCE = "a fairly ordinary sentence about tensors, matrices and the people who multiply them together"
+
+
+def _post(url: str, path: str, body: dict[str, Any], out: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        try:
+            r = httpx.post(f"{url}{path}", json=body, timeout=TIMEOUT)
+            out["status"], out["body"] = r.status_code, r.json()
+        except Exception as e:
+            out["status"], out["body"] = None, repr(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_server_runs_the_steps_the_engine_plans(servers, minilm):
+    # 20 queued inputs of 38, 20 and 10 tokens: the batcher once counted one step, the engine then ran its own.
+    ids = [[101] + [2000] * 36 + [102]] * 4 + [[101] + [2001] * 18 + [102]] * 8 + [[101] + [2002] * 8 + [102]] * 8
+    plan = minilm.plan([np.asarray(t, dtype=np.int32) for t in ids])
+    before = servers.fair.metrics()
+    r = httpx.post(f"{servers.fair.url}/v1/embeddings", json={"input": ids}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    after = servers.fair.metrics()
+    assert after[STEPS] - before[STEPS] == len(plan)
+    assert after[PADDED] - before[PADDED] == sum(b.rows * b.length for b in plan)
+    close([d["embedding"] for d in r.json()["data"]], minilm.encode_tokens([np.asarray(t) for t in ids]))
+
+
+def test_a_one_text_request_waits_a_few_steps_not_for_a_big_request(servers, minilm):
+    srv = servers.fair
+    big_texts = [f"{i}: {SENTENCE}" for i in range(2048)]
+    big_steps = len(minilm.plan(minilm.tokenize(big_texts)))
+    assert big_steps > 4 * (defaults.ROUND_STEPS + 2)  # else the test could not tell fair from first-come
+    start = srv.metrics()[STEPS]
+    big: dict[str, Any] = {}
+    thread = _post(srv.url, "/v1/embeddings", {"input": big_texts}, big)
+    srv.wait_for(lambda m: m[STEPS] > start, what="the big request's first step")
+    sent = srv.metrics()[STEPS]
+    r = httpx.post(f"{srv.url}/embed", json={"inputs": TEXTS[0]}, timeout=TIMEOUT)
+    answered = srv.metrics()[STEPS]
+    assert r.status_code == 200, r.text
+    close(r.json(), minilm.encode(TEXTS[:1]))
+    # The round in progress, then its own step first (slack of one for the metrics read racing the submit).
+    assert answered - sent <= defaults.ROUND_STEPS + 2, (sent, answered)
+    assert answered - start < big_steps  # the big request was still running
+    thread.join(TIMEOUT)
+    assert big["status"] == 200, str(big["body"])[:300]
+    close([d["embedding"] for d in big["body"]["data"]], minilm.encode(big_texts))
+
+
+# ---- /tokenize ------------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def test_tokenize_reads_only_what_the_model_keeps(server, minilm):
+    # 1.8 MB: 400,000 tokens (tokenised whole, ~240 MB), one 500,000-character word, a text after 500,000 spaces.
+    texts = ["a " * 400_000, "x" * 500_000, " " * 500_000 + "the end"]
+    before = _peak_rss_mb(server.proc.pid)
+    r = httpx.post(f"{server.url}/tokenize", json={"inputs": texts}, headers=AUTH, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text[:300]
+    assert _peak_rss_mb(server.proc.pid) - before < 150
+    rows = r.json()
+    assert [[t["id"] for t in row] for row in rows] == [ids.tolist() for ids in minilm.tokenize(texts)]
+    spans = [[(t["start"], t["stop"]) for t in row if not t["special"]] for row in rows]
+    assert spans[0][-1] == (2 * 253, 2 * 253 + 1)  # the 254th "a"
+    assert spans[1] == [(0, 500_000)]  # one [UNK] over the whole word
+    assert spans[2] == [(500_000, 500_003), (500_004, 500_007)]
+
+
+def test_tokenize_offsets_are_in_the_clients_text_and_the_prompt_is_special(servers):
+    r = httpx.post(
+        f"{servers.fair.url}/tokenize", json={"inputs": ["hello"], "prompt_name": "passage"}, timeout=TIMEOUT
+    )
+    assert r.status_code == 200, r.text
+    tokens = r.json()[0]
+    assert [t["text"] for t in tokens] == ["[CLS]", "passage", ":", "hello", "[SEP]"]
+    assert [t["special"] for t in tokens] == [True, True, True, False, True]
+    assert [(t["start"], t["stop"]) for t in tokens] == [(None, None)] * 3 + [(0, 5), (None, None)]
+
+
+# ---- names, keys, ports -------------------------------------------------------------------------------------
+
+
+def test_a_model_directory_is_served_by_its_own_name_not_its_path(servers, minilm_dir):
+    busy = servers.busy  # started without --served-model-name
+    name = os.path.basename(minilm_dir.rstrip("/"))
+    info = httpx.get(f"{busy.url}/info", timeout=TIMEOUT)
+    models = httpx.get(f"{busy.url}/v1/models", timeout=TIMEOUT)
+    r = httpx.post(f"{busy.url}/v1/embeddings", json={"input": "a"}, timeout=TIMEOUT)
+    assert info.json()["served_model_name"] == name and [m["id"] for m in models.json()["data"]] == [name]
+    assert r.json()["model"] == name
+    for answer in (info, models, r):
+        assert minilm_dir not in answer.text
+
+
+def test_a_second_server_on_a_taken_port_exits_2_naming_it(minilm_dir, tmp_path):
+    port = free_port()
+    first = _bind("127.0.0.1", port)  # what a first server holds while its model loads
+    try:
+        done = subprocess.run(
+            [*serve_command(), "serve", "--model", minilm_dir, "--port", str(port), "--no-warmup"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path,
+        )
+    finally:
+        first.close()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"port {port}" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---- slow clients and shutdown ----------------------------------------------------------------------------------
+
+
+def _stalled(port: int, headers: dict[str, str]) -> socket.socket:
+    """A connection that announces a 100-byte body and sends 9 bytes of it."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.sendall(
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}"
+        "Content-Length: 100\r\n\r\n".encode()
+        + b'{"input":'
+    )
+    return sock
+
+
+def test_a_body_that_stops_coming_gets_408(server):
+    with _stalled(server.port, AUTH) as sock:
+        answer = sock.recv(65536).decode()  # --body-timeout 5
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert "--body-timeout" in answer
+
+
+def test_sigterm_is_not_held_off_by_a_stalled_client(minilm_dir, serve_dirs):
+    srv = ServeProcess(
+        minilm_dir, "--no-warmup", "--body-timeout", "600", "--graceful-shutdown-timeout", "2", **serve_dirs
+    )
+    try:
+        srv.wait_ready()
+        with _stalled(srv.port, {}):
+            time.sleep(1.0)  # the server reads the headers and waits for the body
+            srv.terminate()
+            assert srv.proc.wait(TIMEOUT) == 0, srv.log()[-3000:]
+    finally:
+        srv.stop()
+
+
+# ---- a broken model, the warm-up log --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory, minilm_dir) -> str:
+    """A real random-init checkpoint with one weight matrix set to NaN."""
+    import torch
+
+    model = torch_bert(TINY, seed=3)
+    with torch.no_grad():
+        model.encoder.layer[-1].output.dense.weight.fill_(float("nan"))
+    return write_checkpoint(model, str(tmp_path_factory.mktemp("nan-model")), minilm_dir)
+
+
+def test_a_nan_model_answers_500_never_nan_and_health_says_why(nan_model, serve_dirs):
+    srv = ServeProcess(nan_model, "--max-length", "16", **serve_dirs)  # warms up: 9 shapes
+    try:
+        srv.wait_ready()
+        log = srv.log()
+        assert "compiling 9 batch shapes" in log and "--no-warmup" in log and "JAX_COMPILATION_CACHE_DIR" in log
+        assert "compiled 9/9 batch shapes" in log
+        assert httpx.get(f"{srv.url}/health", timeout=TIMEOUT).status_code == 200
+        for path, body in (("/v1/embeddings", {"input": ["a", "b"]}), ("/embed", {"inputs": "a"})):
+            r = httpx.post(f"{srv.url}{path}", json=body, timeout=TIMEOUT)
+            assert r.status_code == 500, r.text
+            assert "NaN or infinite" in r.text
+            json.loads(r.text)  # valid JSON
+        health = httpx.get(f"{srv.url}/health", timeout=TIMEOUT)
+        assert health.status_code == 503 and "NaN or infinite" in health.text
     finally:
         srv.stop()

@@ -30,8 +30,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gte_jax.prompts import resolve_prompt
-from gte_jax.serve import schemas
-from gte_jax.serve.batcher import Batcher, ShuttingDown
+from gte_jax.serve import defaults, schemas
+from gte_jax.serve.batcher import Batcher, NonFiniteVectors, ShuttingDown
 from gte_jax.serve.metrics import Metrics
 from gte_jax.serve.schemas import Inputs, RequestError
 
@@ -56,10 +56,11 @@ class Settings:
     served_model_name: str
     dtype: str = "float32"
     api_key: str | None = None
-    max_batch_tokens: int = 16384
+    round_steps: int = defaults.ROUND_STEPS
     max_client_batch_size: int = 2048
     max_concurrent_requests: int = 512
     payload_limit: int = 2_000_000
+    body_timeout: float = defaults.BODY_TIMEOUT
     warmed_up: bool = False
 
 
@@ -144,7 +145,7 @@ class Server:
         self.encoder = encoder
         self.settings = settings
         self.metrics = Metrics()
-        self.batcher = Batcher(encoder, max_batch_tokens=settings.max_batch_tokens, metrics=self.metrics)
+        self.batcher = Batcher(encoder, round_steps=settings.round_steps, metrics=self.metrics)
         self.metrics.watch_queue(lambda: self.batcher.queued_requests, lambda: self.batcher.queued_inputs)
         self.limits = schemas.Limits(
             dim=encoder.dim,
@@ -159,11 +160,28 @@ class Server:
     # ---- request plumbing -------------------------------------------------------------------------------
 
     async def _read_body(self, request: Request) -> bytes:
-        """The body, at most ``payload_limit`` bytes.
+        """The body, at most ``payload_limit`` bytes, read within ``body_timeout`` seconds.
 
         Raises:
-            RequestError: (413) the body is bigger.
+            RequestError: (413) the body is bigger; (415) it is compressed; (408) it came too slowly.
         """
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise RequestError(
+                f"Content-Encoding {encoding} is not supported; send the body uncompressed (without the header)",
+                status=415,
+            )
+        timeout = self.settings.body_timeout
+        try:
+            return await asyncio.wait_for(self._read_limited(request), timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(
+                f"the request body did not arrive within {timeout:g} s (--body-timeout); send the whole body "
+                "that Content-Length announces",
+                status=408,
+            ) from None
+
+    async def _read_limited(self, request: Request) -> bytes:
         limit = self.settings.payload_limit
         declared = request.headers.get("content-length", "")
         declared_size = int(declared) if declared.isdigit() else 0
@@ -212,13 +230,22 @@ class Server:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
 
-    def _prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
-        """``texts`` with the prompt ``encode()`` would prepend: ``prompt_name``'s, else the model's default."""
+    def _prompt(self, prompt_name: str | None) -> str:
+        """The prompt ``encode()`` would prepend: ``prompt_name``'s, else the model's default ("" for none)."""
         enc = self.encoder
         try:
-            prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, prompt_name)
-        except ValueError as e:
-            raise RequestError(f"`prompt_name`: {e}", param="prompt_name") from None
+            return resolve_prompt(enc.prompts, enc.default_prompt_name, None, prompt_name)
+        except ValueError:
+            known = ", ".join(schemas.given(p) for p in sorted(enc.prompts)) or "it has none"
+            raise RequestError(
+                f"`prompt_name` {schemas.given(prompt_name)} is not one of this model's prompts ({known}); "
+                "send one of those, or leave it out",
+                param="prompt_name",
+            ) from None
+
+    def _prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
+        """``texts`` with the prompt ``encode()`` would prepend (see :meth:`_prompt`)."""
+        prompt = self._prompt(prompt_name)
         return [prompt + t for t in texts] if prompt else texts
 
     def _token_ids(self, inputs: Inputs, truncate: bool, field: str, prompt_name: str | None) -> list[np.ndarray]:
@@ -277,6 +304,8 @@ class Server:
             return None
         try:
             vectors = job.future.result()
+        except NonFiniteVectors as e:
+            raise RequestError(f"the model could not embed this request: {e}", status=500) from None
         except Exception as e:  # the engine failed (device error): the server's fault, not the client's
             raise RequestError(f"the engine failed on this request ({type(e).__name__}: {e})", status=500) from e
         self.metrics.inputs.inc(len(ids))
@@ -366,19 +395,30 @@ class Server:
         """TEI's ``POST /tokenize``: the tokens the model sees (cut to its limit), with character offsets."""
 
         async def handle(req: schemas.TokenizeRequest) -> Response:
-            backend = self.encoder.tokenizer.backend  # truncates at the model's limit
-            texts = self._prompted(req.texts, req.prompt_name)
-            return await self._respond(
-                lambda: schemas.tokens_body(backend.encode_batch(texts, add_special_tokens=req.add_special_tokens))
-            )
+            if not req.truncate:  # the same check as /embed: a text past the model's limit is a 413
+                await self._tokenized(Inputs(texts=req.texts), False, "inputs", req.prompt_name)
+            return await self._respond(lambda: schemas.tokens_body(self._tokens(req)))
 
         return await self._answer(request, schemas.parse_tokenize, handle)
 
+    def _tokens(self, req: schemas.TokenizeRequest) -> list[list[dict[str, Any]]]:
+        """The tokens the model sees of each text, tokenising only the part of a long text that it keeps."""
+        tok = self.encoder.tokenizer
+        prompt = self._prompt(req.prompt_name)
+        limit = tok.max_length if req.add_special_tokens else tok.max_length - len(tok.backend.encode("").ids)
+        rows = []
+        for text in req.texts:
+            tokens = tok.tokens(prompt + text, add_special_tokens=req.add_special_tokens)
+            rows.append(schemas.token_list(tokens, len(prompt), limit))
+        return rows
+
     async def health(self, request: Request) -> Response:
-        """``GET /health``: 200 while the engine's worker runs, else 503."""
+        """``GET /health``: 200 while the engine's worker runs and its last step gave finite vectors, else 503."""
         if not self.batcher.alive:
             error = RequestError("the engine worker has stopped; restart the server", status=503)
             return error_response(request.url.path, error)
+        if self.batcher.nonfinite is not None:
+            return error_response(request.url.path, RequestError(self.batcher.nonfinite, status=503))
         return JSONResponse({"status": "ok"})
 
     async def info(self, request: Request) -> Response:
@@ -399,12 +439,12 @@ class Server:
                 "auto_truncate": True,
                 "platform": devices[0].platform,
                 "devices": [str(d) for d in devices],
-                "max_batch_tokens": s.max_batch_tokens,
+                "max_batch_tokens": enc.max_batch_tokens,
+                "step_batch_size": enc.batch_size,
                 "max_client_batch_size": s.max_client_batch_size,
                 "max_concurrent_requests": s.max_concurrent_requests,
                 "payload_limit": s.payload_limit,
-                "step_batch_size": enc.batch_size,
-                "step_max_batch_tokens": enc.max_batch_tokens,
+                "round_steps": s.round_steps,
                 "warmed_up": s.warmed_up,
                 "version": __version__,
             }

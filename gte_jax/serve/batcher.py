@@ -1,28 +1,30 @@
-"""The queue between the HTTP handlers and the device: one worker thread merges requests into engine calls.
+"""The queue between the HTTP handlers and the device: one worker thread runs the engine's plan, fairly.
 
-Handlers tokenise off the event loop and :meth:`Batcher.submit` the token ids. Each input waits
-in the queue of its length bucket (the engine's fixed padded lengths). The worker thread
-repeatedly picks a bucket and runs its waiting inputs, from whichever requests they came, through
-one :meth:`~gte_jax.GTEEncoder.encode_tokens` call, and resolves a request's future once all its
-vectors are in. A vector is what :meth:`~gte_jax.GTEEncoder.encode` gives for the same text,
-whatever shares the call with it: the engine pads every text to a fixed length bucket and nothing
-crosses between rows.
+Handlers tokenise off the event loop and :meth:`Batcher.submit` the token ids. The worker runs rounds:
 
-Which bucket runs next (one call = whole device steps of one bucket):
+1. It hands the engine the token ids still waiting, from the requests at the front of the rotation,
+   and takes the engine's plan (:meth:`~gte_jax.GTEEncoder.plan`): the engine alone decides how
+   inputs are merged and padded into device steps, whatever the runner.
+2. It picks at most ``round_steps`` of the planned steps, one per request in turn (the request whose
+   last step is oldest first; one never served before any served one, in order of arrival), so a
+   request's step can carry other requests' inputs too.
+3. It runs them (:meth:`~gte_jax.GTEEncoder.encode_batches`), writes each vector into its request's
+   answer as its step finishes, and answers each request whose vectors are all in.
 
-1. If everything waiting fits in one device step, all of it runs at once (light load: lowest latency).
-2. Otherwise full steps go first, as many as ``max_batch_tokens`` allows, from the bucket whose
-   oldest input has waited longest; a bucket that cannot fill a step waits for more inputs
-   unless nothing else can fill one or its oldest input has waited :data:`MAX_HOLD_SECONDS`.
+The bound: a request's first step runs at most ``round_steps`` device steps after it is queued (the
+round in progress), plus one step per request queued before it that has not had a step yet. A one-text
+query sent while a 2,048-text request runs is answered after at most ``round_steps + 1`` steps.
 
-Merging per bucket keeps the padding of a loaded server close to that of one big offline
-``encode`` call: merging whole requests instead pads a partial step in every bucket of every call.
+A vector is what :meth:`~gte_jax.GTEEncoder.encode` gives for the same text whatever shares its step:
+each row is padded to a fixed length bucket and nothing crosses between rows. A vector that is not
+finite (a model with NaN weights, an overflow) is never sent: its request fails with a 500 naming the
+cause, and ``/health`` answers 503 until a step is finite again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import itertools
 import logging
 import threading
 import time
@@ -32,28 +34,40 @@ from typing import Any
 import numpy as np
 
 from gte_jax import batching
+from gte_jax.serve import defaults
 
 log = logging.getLogger("gte_jax.serve")
 
-# The longest an input waits for its bucket to fill a device step while other buckets can.
-MAX_HOLD_SECONDS = 0.25
+# A round plans the inputs of whole requests until it holds this many rounds' worth of full steps: enough to
+# fill its steps, not so many that planning the queue costs more than the steps.
+PLAN_AHEAD_ROUNDS = 4
 
 
 class ShuttingDown(RuntimeError):
     """The batcher was closed (or its worker stopped): it takes no new work."""
 
 
+class NonFiniteVectors(RuntimeError):
+    """The model gave NaN or infinite values for some inputs: a broken model, never the client's fault."""
+
+
 class Job:
     """One request's inputs on their way through the engine."""
 
-    def __init__(self, token_ids: list[np.ndarray], normalize: bool, dim: int, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self, token_ids: list[np.ndarray], normalize: bool, dim: int, loop: asyncio.AbstractEventLoop, seq: int
+    ):
         self.token_ids = token_ids
         self.normalize = normalize
+        self.seq = seq  # order of arrival
         self.out = np.empty((len(token_ids), dim), dtype=np.float32)
         self.future: asyncio.Future[np.ndarray] = loop.create_future()
         self.loop = loop
-        self.waiting = len(token_ids)  # inputs still in the queue (under the batcher's lock)
+        self.queued = np.ones(len(token_ids), dtype=bool)  # not yet handed to the engine (under the lock)
+        self.waiting = len(token_ids)  # how many are queued
         self.finished = 0  # inputs whose vectors are in ``out`` (worker thread only)
+        self.turn = -1  # the round of its last step: the rotation serves the oldest first
+        self.dropped = False  # its client left, or it failed: nothing more of it runs
         self.submitted = time.perf_counter()
         self.started = 0.0  # when its first input went to the engine (0: not yet)
 
@@ -79,50 +93,74 @@ class Job:
             pass
 
 
-# One queued input: its request and its index there.
-Entry = tuple[Job, int]
+def fair_steps(plan: list[batching.Batch], owners: np.ndarray, requests: int, limit: int) -> list[int]:
+    """Which of ``plan``'s steps run this round, in order: one per request in turn, at most ``limit``.
+
+    Args:
+        plan: the engine's steps over the round's inputs.
+        owners: for each input, the position of its request in the rotation (0 goes first).
+        requests: how many requests the inputs come from.
+        limit: the most steps a round runs.
+    """
+    steps_of: list[list[int]] = [[] for _ in range(requests)]
+    for k, batch in enumerate(plan):
+        for r in np.unique(owners[batch.indices]):
+            steps_of[int(r)].append(k)
+    chosen: list[int] = []
+    taken: set[int] = set()
+    cursors = [0] * requests
+    while len(chosen) < limit:
+        before = len(chosen)
+        for r in range(requests):
+            mine = steps_of[r]
+            while cursors[r] < len(mine) and mine[cursors[r]] in taken:
+                cursors[r] += 1
+            if cursors[r] < len(mine) and len(chosen) < limit:
+                chosen.append(mine[cursors[r]])
+                taken.add(mine[cursors[r]])
+        if len(chosen) == before:
+            break
+    return chosen
+
+
+class Round:
+    """The steps of one round: the engine's batches over ``entries`` (the inputs as ``(job, index)``)."""
+
+    def __init__(self, normalize: bool, entries: list[tuple[Job, int]], batches: list[batching.Batch]):
+        self.normalize = normalize
+        self.entries = entries
+        self.batches = batches
+        self.token_ids = [job.token_ids[i] for job, i in entries]
 
 
 class Batcher:
-    """Merges queued requests' inputs, bucket by bucket, into engine calls on one worker thread.
+    """Runs the queued requests' inputs through the engine in fair rounds on one worker thread.
 
     Args:
         encoder: a :class:`~gte_jax.GTEEncoder` on a mesh of this process's devices.
-        max_batch_tokens: most padded tokens one engine call runs (at least one device step).
+        round_steps: the most device steps a round runs before the queue is read again.
         metrics: a :class:`~gte_jax.serve.metrics.Metrics`, or None.
     """
 
-    def __init__(self, encoder: Any, *, max_batch_tokens: int, metrics: Any = None):
+    def __init__(self, encoder: Any, *, round_steps: int = defaults.ROUND_STEPS, metrics: Any = None):
         self.encoder = encoder
-        self.max_batch_tokens = max_batch_tokens
+        self.round_steps = round_steps
         self.metrics = metrics
-        runner = encoder.runner
-        self.buckets: tuple[int, ...] = runner.buckets
-        # Rows of one full device step per bucket, exactly as the engine plans them.
-        self.rows = {
-            b: batching.rows_cap(
-                b,
-                batch_size=encoder.batch_size,
-                max_batch_tokens=runner.max_batch_tokens,
-                multiple_of=runner.multiple_of,
-            )
-            for b in self.buckets
-        }
+        self.plan_inputs = PLAN_AHEAD_ROUNDS * round_steps * encoder.batch_size
         self._cond = threading.Condition()
-        # (normalize, bucket) -> inputs waiting, oldest first
-        self._queues: dict[tuple[bool, int], collections.deque[Entry]] = {
-            (n, b): collections.deque() for n in (True, False) for b in self.buckets
-        }
+        self._jobs: list[Job] = []  # requests with queued inputs
+        self._seq = itertools.count()
+        self._rounds = 0
         self._queued_inputs = 0
-        self._queued_requests = 0
         self._closing = False
         self._broken: BaseException | None = None  # why the worker stopped, if it did
+        self.nonfinite: str | None = None  # why the last step's vectors could not be sent, if they could not
         self._thread = threading.Thread(target=self._run, name="gte-jax-batcher", daemon=True)
 
     @property
     def queued_requests(self) -> int:
         """Requests with inputs not yet handed to the engine."""
-        return self._queued_requests
+        return len(self._jobs)
 
     @property
     def queued_inputs(self) -> int:
@@ -142,16 +180,14 @@ class Batcher:
         Raises:
             ShuttingDown: :meth:`close` was called.
         """
-        job = Job(token_ids, normalize, self.encoder.dim, asyncio.get_running_loop())
         with self._cond:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
             if self._broken is not None:
                 raise ShuttingDown(f"the engine worker stopped ({self._broken!r}); restart the server")
-            for i, ids in enumerate(token_ids):
-                self._queues[normalize, batching.bucket_for(len(ids), self.buckets)].append((job, i))
+            job = Job(token_ids, normalize, self.encoder.dim, asyncio.get_running_loop(), next(self._seq))
+            self._jobs.append(job)
             self._queued_inputs += len(job)
-            self._queued_requests += 1
             self._cond.notify()
         return job
 
@@ -164,15 +200,13 @@ class Batcher:
 
     def _drop(self, job: Job) -> int:
         with self._cond:
+            job.dropped = True
             dropped = job.waiting
-            if not dropped:
-                return 0
-            for key, queue in self._queues.items():
-                if any(j is job for j, _ in queue):
-                    self._queues[key] = collections.deque(e for e in queue if e[0] is not job)
-            job.waiting = 0
-            self._queued_inputs -= dropped
-            self._queued_requests -= 1
+            if dropped:
+                job.queued[:] = False
+                job.waiting = 0
+                self._queued_inputs -= dropped
+                self._jobs.remove(job)
         return dropped
 
     def close(self, timeout: float | None = None) -> None:
@@ -183,76 +217,113 @@ class Batcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def _pick(self) -> tuple[bool, list[Entry]]:
-        """The next engine call's inputs (see the module docstring); the queue is not empty."""
-        waiting = {key: q for key, q in self._queues.items() if q}
-        oldest = min(waiting, key=lambda key: waiting[key][0][0].submitted)
-        normalize = oldest[0]
-        mine = {b: q for (n, b), q in waiting.items() if n == normalize}
-        longest = max(mine)
-        if sum(len(q) for q in mine.values()) <= self.rows[longest]:  # one step holds it all
-            entries = [e for q in mine.values() for e in q]
-            for q in mine.values():
-                q.clear()
-            return normalize, entries
-        bucket = oldest[1]
-        full = [b for b, q in mine.items() if len(q) >= self.rows[b]]
-        held = time.perf_counter() - mine[bucket][0][0].submitted
-        if bucket not in full and full and held < MAX_HOLD_SECONDS:
-            bucket = min(full, key=lambda b: mine[b][0][0].submitted)
-        queue, rows = mine[bucket], self.rows[bucket]
-        if len(queue) >= rows:  # whole steps, as many as the token budget allows
-            take = min(len(queue) // rows, max(1, self.max_batch_tokens // (rows * bucket))) * rows
-        else:  # one partial step
-            take = len(queue)
-        return normalize, [queue.popleft() for _ in range(take)]
-
-    def _take(self) -> tuple[bool, list[Entry]] | None:
-        """The next engine call: ``(normalize, entries)``; None once closed and drained."""
+    def _candidates(self) -> tuple[bool, list[Job], list[tuple[Job, int]], np.ndarray] | None:
+        """The next round's requests in rotation order, their queued inputs as ``(job, index)``, and each
+        input's request (its position in that order); None once closed and drained."""
         with self._cond:
-            while not self._queued_inputs and not self._closing:
+            while not self._jobs and not self._closing:
                 self._cond.wait()
-            if not self._queued_inputs:
+            if not self._jobs:
                 return None
-            normalize, entries = self._pick()
+            rotation = sorted(self._jobs, key=lambda j: (j.turn, j.seq))
+            normalize = rotation[0].normalize
+            jobs: list[Job] = []
+            entries: list[tuple[Job, int]] = []
+            for job in rotation:
+                if job.normalize == normalize and len(entries) < self.plan_inputs:
+                    jobs.append(job)
+                    entries += [(job, int(i)) for i in np.flatnonzero(job.queued)]
+            owners = np.concatenate([np.full(job.waiting, r) for r, job in enumerate(jobs)])
+            return normalize, jobs, entries, owners
+
+    def _next_round(self) -> Round | None:
+        """The next round (see the module docstring); None once closed and drained."""
+        picked = self._candidates()
+        if picked is None:
+            return None
+        normalize, jobs, entries, owners = picked
+        # Planned outside the lock, so handlers never wait on it; a client that leaves meanwhile is skipped below.
+        plan = self.encoder.plan([job.token_ids[i] for job, i in entries])
+        chosen = [plan[k] for k in fair_steps(plan, owners, len(jobs), self.round_steps)]
+        with self._cond:
+            self._rounds += 1
+            kept: list[tuple[Job, int]] = []
+            batches = []
             now = time.perf_counter()
-            for job, _ in entries:
-                job.waiting -= 1
-                if not job.waiting:
-                    self._queued_requests -= 1
-                if not job.started:
-                    job.started = now
-                    if self.metrics is not None:
-                        self.metrics.stage.labels("queue").observe(now - job.submitted)
-            self._queued_inputs -= len(entries)
-            return normalize, entries
+            for batch in chosen:
+                indices = []
+                for k in batch.indices:
+                    job, i = entries[k]
+                    if job.dropped:
+                        continue
+                    indices.append(len(kept))
+                    kept.append((job, i))
+                    job.queued[i] = False
+                    job.waiting -= 1
+                    self._queued_inputs -= 1
+                    job.turn = self._rounds
+                    if not job.waiting:
+                        self._jobs.remove(job)
+                    if not job.started:
+                        job.started = now
+                        if self.metrics is not None:
+                            self.metrics.stage.labels("queue").observe(now - job.submitted)
+                if indices:
+                    batches.append(batching.Batch(np.asarray(indices, dtype=np.int64), batch.rows, batch.length))
+        return Round(normalize, kept, batches)
 
     def _run(self) -> None:
         try:
-            while (work := self._take()) is not None:
-                self._step(*work)
+            while (work := self._next_round()) is not None:
+                self._steps(work)
         except BaseException as e:  # a bug here: answer every waiting request, and /health reports the stop
             log.exception("the batcher's worker stopped")
             with self._cond:
                 self._broken = e
-                jobs = {job for queue in self._queues.values() for job, _ in queue}
+                jobs = set(self._jobs)
             self._fail(jobs, e)
             raise
 
-    def _step(self, normalize: bool, entries: list[Entry]) -> None:
-        """One engine call; fills in the vectors and resolves the requests that are complete."""
-        ids = [job.token_ids[i] for job, i in entries]
+    def _steps(self, work: Round) -> None:
+        """Runs one round's steps; fills in the vectors and answers the requests that are complete."""
         began = time.perf_counter()
-        try:
-            vectors = self.encoder.encode_tokens(ids, normalize=normalize)
-        except Exception as e:  # a device or runtime failure: fail these requests, keep serving the others
-            log.exception("engine call on %d inputs failed", len(ids))
-            self._fail({job for job, _ in entries}, e)
+        steps = iter(self.encoder.encode_batches(work.token_ids, work.batches, normalize=work.normalize))
+        for batch in work.batches:
+            try:
+                indices, vectors = next(steps)
+            except Exception as e:  # a device or runtime failure: fail this round's requests, keep serving others
+                log.exception("an engine step on %d inputs failed", len(batch.indices))
+                self._fail({job for job, _ in work.entries if job.finished < len(job)}, e)
+                return
+            now = time.perf_counter()
+            self._observe(work, batch, now - began)
+            began = now
+            self._deliver(work, indices, vectors)
+
+    def _observe(self, work: Round, batch: batching.Batch, seconds: float) -> None:
+        if self.metrics is None:
             return
-        if self.metrics is not None:
-            requests = len({id(job) for job, _ in entries})
-            self.metrics.observe_batch(len(ids), sum(map(len, ids)), requests, time.perf_counter() - began)
-        for (job, i), vector in zip(entries, vectors, strict=True):
+        tokens = sum(len(work.token_ids[k]) for k in batch.indices)
+        requests = len({id(work.entries[k][0]) for k in batch.indices})
+        self.metrics.observe_step(len(batch.indices), tokens, batch.rows * batch.length, requests, seconds)
+
+    def _deliver(self, work: Round, indices: np.ndarray, vectors: np.ndarray) -> None:
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            self.nonfinite = (
+                f"the model gave NaN or infinite values for {int((~finite).sum())} of the {len(indices)} inputs of "
+                "a device step; its weights may be corrupt (check the checkpoint) or the dtype may overflow "
+                "(try --dtype float32)"
+            )
+            log.error("%s", self.nonfinite)
+            bad = {work.entries[k][0] for k, ok in zip(indices, finite, strict=True) if not ok}
+            self._fail(bad, NonFiniteVectors(self.nonfinite))
+        else:
+            self.nonfinite = None
+        for k, vector in zip(indices, vectors, strict=True):
+            job, i = work.entries[k]
+            if job.dropped:
+                continue
             job.out[i] = vector
             job.finished += 1
             if job.finished == len(job):

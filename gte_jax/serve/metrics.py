@@ -43,13 +43,19 @@ class Metrics:
         self.cancelled_inputs = Counter(
             "gte_jax_cancelled_inputs", "Queued inputs dropped because their client disconnected", registry=r
         )
-        self.batch_inputs = Histogram("gte_jax_batch_inputs", "Inputs per engine call", buckets=_COUNTS, registry=r)
-        self.batch_tokens = Histogram("gte_jax_batch_tokens", "Tokens per engine call", buckets=_TOKENS, registry=r)
+        self.steps = Counter("gte_jax_engine_steps", "Device steps the engine ran", registry=r)
+        self.padded_tokens = Counter(
+            "gte_jax_padded_tokens", "Token slots the engine ran (rows x length of each step)", registry=r
+        )
+        self.batch_inputs = Histogram("gte_jax_batch_inputs", "Inputs per device step", buckets=_COUNTS, registry=r)
+        self.batch_tokens = Histogram(
+            "gte_jax_batch_tokens", "Tokens per device step, padding excluded", buckets=_TOKENS, registry=r
+        )
         self.batch_requests = Histogram(
-            "gte_jax_batch_requests", "Requests served by one engine call", buckets=_COUNTS, registry=r
+            "gte_jax_batch_requests", "Requests served by one device step", buckets=_COUNTS, registry=r
         )
         self.batch_duration = Histogram(
-            "gte_jax_batch_duration_seconds", "Time of one engine call", buckets=_SECONDS, registry=r
+            "gte_jax_batch_duration_seconds", "Time of one device step", buckets=_SECONDS, registry=r
         )
         self.queue_requests = Gauge("gte_jax_queue_requests", "Requests waiting for the engine", registry=r)
         self.queue_inputs = Gauge("gte_jax_queue_inputs", "Inputs waiting for the engine", registry=r)
@@ -64,7 +70,10 @@ class Metrics:
         self.queue_requests.set_function(requests)
         self.queue_inputs.set_function(inputs)
 
-    def observe_batch(self, inputs: int, tokens: int, requests: int, seconds: float) -> None:
+    def observe_step(self, inputs: int, tokens: int, padded: int, requests: int, seconds: float) -> None:
+        """One device step: its inputs, their tokens, the padded ``rows * length``, its requests and its time."""
+        self.steps.inc()
+        self.padded_tokens.inc(padded)
         self.batch_inputs.observe(inputs)
         self.batch_tokens.observe(tokens)
         self.batch_requests.observe(requests)

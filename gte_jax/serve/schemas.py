@@ -92,6 +92,7 @@ class TokenizeRequest:
     texts: list[str]
     add_special_tokens: bool
     prompt_name: str | None = None
+    truncate: bool = True
 
 
 def kind(value: Any) -> str:
@@ -101,19 +102,36 @@ def kind(value: Any) -> str:
     return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
+def given(value: Any, limit: int = 60) -> str:
+    """``value`` as the client wrote it (JSON), shortened: for messages that say what was sent."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object.
 
     Raises:
-        RequestError: (400) the body is not JSON, or not an object.
+        RequestError: (400) the body is not UTF-8, not JSON, or not an object.
     """
+    example = 'send a JSON object such as {"input": ["some text"]}'
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise RequestError(
-            f'the request body is not valid JSON ({detail}); send a JSON object such as {{"input": ["some text"]}}',
+            f"the request body is not UTF-8 text (byte 0x{body[e.start]:02x} at offset {e.start}); {example}, "
+            "encoded as UTF-8 and not compressed",
             status=400,
+        ) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise RequestError(f"the request body is nested too deeply to be read; {example}", status=400) from None
+    except json.JSONDecodeError as e:
+        raise RequestError(f"the request body is not valid JSON ({e}); {example}", status=400) from None
+    except ValueError:  # Python refuses to read an integer of more than sys.get_int_max_str_digits() digits
+        raise RequestError(
+            f"the request body holds a number of thousands of digits, which no field takes; {example}", status=400
         ) from None
     if not isinstance(value, dict):
         raise RequestError(f"the request body must be a JSON object, not {kind(value)}", status=400)
@@ -211,7 +229,7 @@ def _dimensions(value: Any, limits: Limits) -> int | None:
         return None
     if not _is_int(value) or not 1 <= value <= limits.dim:
         raise RequestError(
-            f"`dimensions` must be an integer from 1 to {limits.dim} (this model's dimension), not {value!r}",
+            f"`dimensions` must be an integer from 1 to {limits.dim} (this model's dimension), not {given(value)}",
             param="dimensions",
         )
     return value
@@ -226,25 +244,30 @@ def _bool(body: dict[str, Any], field: str, default: bool) -> bool:
     return value
 
 
+def _string(body: dict[str, Any], field: str) -> str | None:
+    """An optional text field: a string that UTF-8 can encode (the answer may echo it), or null."""
+    value = body.get(field)
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"`{field}` must be a string, not {kind(value)}", param=field)
+    if value is not None:
+        _check_text(value, field)
+    return value
+
+
 def _prompt_name(body: dict[str, Any]) -> str | None:
     """TEI's ``prompt_name``: one of the model's prompts (checked when the texts are tokenised)."""
-    name = body.get("prompt_name")
-    if name is not None and not isinstance(name, str):
-        raise RequestError(f"`prompt_name` must be a string, not {kind(name)}", param="prompt_name")
-    return name
+    return _string(body, "prompt_name")
 
 
 def parse_openai(body: dict[str, Any], limits: Limits) -> OpenAIRequest:
     """An OpenAI ``/v1/embeddings`` request (``input``, ``model``, ``encoding_format``, ``dimensions``, ``user``)."""
     inputs = parse_inputs(body.get("input"), "input", limits)
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise RequestError(f"`model` must be a string, not {kind(model)}", param="model")
+    model = _string(body, "model")
     fmt = body.get("encoding_format")
     if fmt is None:
         fmt = "float"
     if fmt not in ENCODING_FORMATS:
-        raise RequestError(f"`encoding_format` must be 'float' or 'base64', not {fmt!r}", param="encoding_format")
+        raise RequestError(f'`encoding_format` must be "float" or "base64", not {given(fmt)}', param="encoding_format")
     return OpenAIRequest(inputs, model, fmt, _dimensions(body.get("dimensions"), limits))
 
 
@@ -256,19 +279,21 @@ def parse_embed(body: dict[str, Any], limits: Limits) -> EmbedRequest:
     direction = body.get("truncation_direction")
     if direction is not None and (not isinstance(direction, str) or direction.lower() != "right"):
         raise RequestError(
-            f"`truncation_direction` {direction!r} is not supported; this server keeps the start of a text "
-            "(Right) only",
+            f"`truncation_direction` {given(direction)} is not supported; this server keeps the start of a text "
+            '("Right") only',
             param="truncation_direction",
         )
     return EmbedRequest(inputs, normalize, truncate, _dimensions(body.get("dimensions"), limits), _prompt_name(body))
 
 
 def parse_tokenize(body: dict[str, Any], limits: Limits) -> TokenizeRequest:
-    """A TEI ``/tokenize`` request (``inputs`` as texts, ``add_special_tokens``)."""
+    """A TEI ``/tokenize`` request (``inputs`` as texts, ``add_special_tokens``, ``prompt_name``, ``truncate``)."""
     inputs = parse_inputs(body.get("inputs"), "inputs", limits)
     if inputs.texts is None:
-        raise RequestError("`inputs` must be a string or a list of strings to tokenize", param="inputs")
-    return TokenizeRequest(inputs.texts, _bool(body, "add_special_tokens", True), _prompt_name(body))
+        raise RequestError("`inputs` must be a string or a list of strings to tokenize, not token ids", param="inputs")
+    return TokenizeRequest(
+        inputs.texts, _bool(body, "add_special_tokens", True), _prompt_name(body), _bool(body, "truncate", True)
+    )
 
 
 def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
@@ -293,24 +318,33 @@ def tei_body(vectors: np.ndarray) -> bytes:
     return _dumps(vectors.tolist())
 
 
-def tokens_body(encodings: list[Any]) -> bytes:
-    """TEI's ``/tokenize`` response from ``tokenizers`` encodings; offsets are in characters, null for specials."""
+def token_list(tokens: list[tuple[int, str, bool, int, int]], prompt_chars: int, limit: int) -> list[dict[str, Any]]:
+    """TEI's ``/tokenize`` tokens of one text, at most ``limit``, from
+    :meth:`~gte_jax.tokenization.Tokenizer.tokens` of ``prompt + text``.
+
+    Offsets are characters of the client's text (the prompt's length taken off); the prompt's tokens, which the
+    client never sent, are special like [CLS] and [SEP], and every special token has null offsets.
+    """
     out = []
-    for e in encodings:
-        tokens = []
-        for tid, text, special, (start, stop) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True):
-            tokens.append(
-                {
-                    "id": tid,
-                    "text": text,
-                    "special": bool(special),
-                    "start": None if special else start,
-                    "stop": None if special else stop,
-                }
-            )
-        out.append(tokens)
-    return _dumps(out)
+    for tid, text, special, start, stop in tokens[:limit]:
+        special = special or stop <= prompt_chars
+        out.append(
+            {
+                "id": tid,
+                "text": text,
+                "special": special,
+                "start": None if special else max(0, start - prompt_chars),
+                "stop": None if special else stop - prompt_chars,
+            }
+        )
+    return out
+
+
+def tokens_body(rows: list[list[dict[str, Any]]]) -> bytes:
+    """TEI's ``/tokenize`` response: the tokens of each text (see :func:`token_list`)."""
+    return _dumps(rows)
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # allow_nan=False: a NaN would make the body invalid JSON; the batcher never hands one over, this makes sure.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
