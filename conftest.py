@@ -10,7 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 
-from gte_jax.demo import INSTALL_BUNDLED, bundled_model_dir  # noqa: E402
+from gte_jax.checkpoints.bundle import INSTALL_BUNDLED, bundled_model_dir  # noqa: E402
 
 STSB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "data", "stsbenchmark")  # CC BY-SA 4.0
 

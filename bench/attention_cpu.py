@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gte_jax import attention as gte_attention
+from gte_jax.kernels import attention as gte_attention
 
 NEG = jnp.finfo(jnp.float32).min
 

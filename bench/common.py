@@ -83,7 +83,7 @@ def long_documents(sentences: list[str], model_dir: str, n: int, lo: int = 300, 
 
 def tokenizer_source() -> str:
     """A folder with bert-base-uncased's tokenizer files (GTE's vocabulary): the MiniLM test fixture."""
-    from gte_jax.demo import bundled_model_dir
+    from gte_jax.checkpoints.bundle import bundled_model_dir
 
     path = bundled_model_dir()
     if path is None:
@@ -139,7 +139,7 @@ def run_child(script: str, args: list[str], env: dict | None = None) -> dict:
 
 def cpu_features() -> list[str]:
     """The :data:`FEATURES` this CPU reports (Linux; empty elsewhere)."""
-    from gte_jax.cpu_features import cpu_flags
+    from gte_jax.engine.cpu_features import cpu_flags
 
     return [f for f in FEATURES if f in cpu_flags()]
 

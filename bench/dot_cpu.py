@@ -68,8 +68,8 @@ def forms(a32: np.ndarray, b32: np.ndarray) -> dict[str, tuple[Callable, tuple]]
 def _int8_layer(a32: np.ndarray, b32: np.ndarray) -> tuple[Callable, tuple]:
     from flax import nnx
 
-    from gte_jax.int8 import Int8Einsum
-    from gte_jax.modeling import Einsum
+    from gte_jax.models.int8 import Int8Einsum
+    from gte_jax.models.layers import Einsum
 
     dense = Einsum("BTD,DF->BTF", b32.shape, (b32.shape[1],), dtype=jnp.float32, rngs=nnx.Rngs(0))
     dense.kernel.set_value(jnp.asarray(b32))

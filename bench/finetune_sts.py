@@ -121,7 +121,7 @@ def _same_order_trainer(base: type, seed: int) -> type:
 
 
 def main() -> None:
-    from gte_jax.demo import bundled_model_dir
+    from gte_jax.checkpoints.bundle import bundled_model_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=bundled_model_dir(), help="all-MiniLM-L6-v2 directory")

@@ -109,7 +109,8 @@ def main() -> None:
     load = [os.getloadavg()[0]]
 
     prime = f"""
-from gte_jax import GTEEncoder, sharding
+from gte_jax import GTEEncoder
+from gte_jax.engine import sharding
 print(GTEEncoder.from_pretrained({model!r}, mesh=sharding.local_mesh()).warmup())"""
     seconds, out = _run([sys.executable, "-c", prime], env)
     print(f"warm-up into the compilation cache {cache}: {out.strip()} programs, {seconds:.1f} s", file=sys.stderr)

@@ -58,7 +58,8 @@ def workload(model_dir: str, requests: int, long_share: float, seed: int = 0) ->
 
 def _offline_child(args: argparse.Namespace) -> None:
     """In a fresh process: ``encode`` every text in one call, best of ``--passes`` after a first (compiling) one."""
-    from gte_jax import GTEEncoder, sharding
+    from gte_jax import GTEEncoder
+    from gte_jax.engine import sharding
 
     with open(args.texts) as f:
         texts = json.load(f)

@@ -38,7 +38,11 @@ LABELS = {
 # Each framework's float32 system, the reference for its low-precision ones.
 FLOAT32 = {"st": "st", "ort": "ort", "jax": "jax-float32"}
 # What a fresh process imports before it can load a system of each framework.
-MODULES = {"st": ("torch", "sentence_transformers"), "ort": ("onnxruntime", "tokenizers"), "jax": ("gte_jax.encoder",)}
+MODULES = {
+    "st": ("torch", "sentence_transformers"),
+    "ort": ("onnxruntime", "tokenizers"),
+    "jax": ("gte_jax.engine.encoder",),
+}
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 Encode = Callable[[list[str]], np.ndarray]

@@ -10,8 +10,8 @@ import tempfile
 
 import numpy as np
 
+from gte_jax.checkpoints.hub import METADATA_FILES, module_config_files
 from gte_jax.errors import UserError
-from gte_jax.hub import METADATA_FILES, module_config_files
 
 # The model directory's files besides the weights, copied verbatim, with its card and licence.
 COPIED_FILES = [*METADATA_FILES, "config_sentence_transformers.json", "README.md", "LICENSE"]
@@ -35,8 +35,8 @@ def convert(src: str, out_dir: str, *, verify: bool = True, log=print) -> str:
         OutputNotADirectoryError: ``out_dir`` exists and is not a directory; a NotADirectoryError.
     """
     from gte_jax import GTEEncoder
-    from gte_jax.hub import resolve_model_dir
-    from gte_jax.params import FLAX_WEIGHTS, save_flax_weights
+    from gte_jax.checkpoints.hub import resolve_model_dir
+    from gte_jax.checkpoints.params import FLAX_WEIGHTS, save_flax_weights
 
     _check_output(out_dir)
     src_dir = resolve_model_dir(src)

@@ -1,7 +1,7 @@
 """gte-jax: the GTE text-embedding models in JAX (Flax NNX), on CPU, GPU and TPU.
 
 Names are imported on first use (PEP 562), so ``gte-jax --help`` and the file-only
-modules (``gte_jax.hub``, ``gte_jax.config``) start without importing JAX.
+modules (``gte_jax.checkpoints.hub``, ``gte_jax.models.bert.config``) start without importing JAX.
 """
 
 from __future__ import annotations
@@ -11,27 +11,27 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gte_jax.config import ConfigError, GTEConfig
-    from gte_jax.encoder import GTEEncoder
-    from gte_jax.hub import DEFAULT_MODEL, ModelNotFoundError
-    from gte_jax.modeling import BertModel
-    from gte_jax.params import CheckpointError
-    from gte_jax.pooling import cls_pool, l2_normalize, mean_pool
-    from gte_jax.reranker import GTEReranker
+    from gte_jax.checkpoints.hub import DEFAULT_MODEL, ModelNotFoundError
+    from gte_jax.engine.encoder import GTEEncoder
+    from gte_jax.engine.reranker import GTEReranker
+    from gte_jax.errors import CheckpointError, ConfigError
+    from gte_jax.models.bert.config import GTEConfig
+    from gte_jax.models.bert.modeling import BertModel
+    from gte_jax.models.pooling import cls_pool, l2_normalize, mean_pool
 
 # public name -> module that defines it
 _EXPORTS = {
-    "DEFAULT_MODEL": "gte_jax.hub",
-    "BertModel": "gte_jax.modeling",
-    "CheckpointError": "gte_jax.params",
-    "ConfigError": "gte_jax.config",
-    "GTEConfig": "gte_jax.config",
-    "GTEEncoder": "gte_jax.encoder",
-    "GTEReranker": "gte_jax.reranker",
-    "ModelNotFoundError": "gte_jax.hub",
-    "cls_pool": "gte_jax.pooling",
-    "l2_normalize": "gte_jax.pooling",
-    "mean_pool": "gte_jax.pooling",
+    "DEFAULT_MODEL": "gte_jax.checkpoints.hub",
+    "BertModel": "gte_jax.models.bert.modeling",
+    "CheckpointError": "gte_jax.errors",
+    "ConfigError": "gte_jax.models.bert.config",
+    "GTEConfig": "gte_jax.models.bert.config",
+    "GTEEncoder": "gte_jax.engine.encoder",
+    "GTEReranker": "gte_jax.engine.reranker",
+    "ModelNotFoundError": "gte_jax.checkpoints.hub",
+    "cls_pool": "gte_jax.models.pooling",
+    "l2_normalize": "gte_jax.models.pooling",
+    "mean_pool": "gte_jax.models.pooling",
 }
 __all__ = [
     "DEFAULT_MODEL",

@@ -12,6 +12,15 @@ class UserError(Exception):
     """
 
 
+class ConfigError(ValueError, UserError):
+    """A model directory's settings (``config.json``, tokenizer, pooling files) are missing, malformed or
+    unsupported; the message names the file (if any) and the field."""
+
+
+class CheckpointError(ValueError, UserError):
+    """A checkpoint does not fit the model; the message lists every problem."""
+
+
 class MissingExtraError(ImportError, UserError):
     """A feature's optional dependency is not installed; the message names the extra that brings it."""
 

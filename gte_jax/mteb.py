@@ -39,9 +39,9 @@ try:
 except ImportError as e:  # an optional extra
     raise missing_extra(e.name, "mteb", "gte_jax.mteb (mteb 2.x)") from e
 
-from gte_jax.encoder import GTEEncoder
-from gte_jax.hub import DEFAULT_MODEL
-from gte_jax.reranker import DEFAULT_RERANKER, GTEReranker
+from gte_jax.checkpoints.hub import DEFAULT_MODEL
+from gte_jax.engine.encoder import GTEEncoder
+from gte_jax.engine.reranker import DEFAULT_RERANKER, GTEReranker
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata

@@ -37,7 +37,7 @@ Resources, per actor (``map_batches`` keywords):
 - ``batch_size``: within a call, texts are sorted by length into padded buckets, so larger calls
   pad less; 1,024-4,096 rows on an accelerator, a few hundred on CPU.
 
-Each actor uses its own process's devices only (``mesh=gte_jax.sharding.local_mesh()``): no
+Each actor uses its own process's devices only (``mesh=gte_jax.engine.sharding.local_mesh()``): no
 ``jax.distributed``, no traffic between actors, any number of actors on any number of hosts.
 
 Fault tolerance: Ray Data restarts a dead actor and retries the tasks it held, so every row comes out
@@ -79,9 +79,9 @@ try:
 except ImportError as e:
     raise missing_extra(e.name, "ray", "gte_jax.ray (Ray Data)") from e
 
-from gte_jax.encoder import GTEEncoder
-from gte_jax.hub import DEFAULT_MODEL
-from gte_jax.sharding import local_mesh
+from gte_jax.checkpoints.hub import DEFAULT_MODEL
+from gte_jax.engine.encoder import GTEEncoder
+from gte_jax.engine.sharding import local_mesh
 
 __all__ = ["Embedder", "InvalidRowError"]
 

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from gte_jax.reranker import DEFAULT_RERANKER, GTEReranker
-from gte_jax.tokenization import lone_surrogate
+from gte_jax.engine.reranker import DEFAULT_RERANKER, GTEReranker
+from gte_jax.engine.tokenization import lone_surrogate
 
 
 class RerankBackend(Protocol):

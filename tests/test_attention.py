@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gte_jax import GTEEncoder
-from gte_jax.attention import ATTENTION_IMPLS, attention, chunked_attention, default_impl, einsum_attention
+from gte_jax.kernels.attention import ATTENTION_IMPLS, attention, chunked_attention, default_impl, einsum_attention
 
 N, H = 12, 32
 
@@ -141,7 +141,7 @@ def test_chunked_gradients_match_the_reference(window):
 @pytest.mark.parametrize("window", [None, 16])
 def test_splash_in_interpret_mode_matches_the_reference(window):
     """The TPU kernel, run by Pallas' interpreter on this backend: 200 tokens pad to two 128-token blocks."""
-    from gte_jax.attention import splash_attention
+    from gte_jax.kernels.attention import splash_attention
 
     # 2 heads (the interpreter is slow) of 64, gte-modernbert-base's: pre-scaling q by 1/8 is exact
     q, k, v, mask = _inputs(4, 200, seed=7)
@@ -156,7 +156,7 @@ def test_splash_in_interpret_mode_matches_the_reference(window):
 def test_fused_path_arguments_give_the_reference(window, suffix):
     """What the "gpu" kernel hands cuDNN (key lengths or a dense mask, local_window_size, keyless rows filled in),
     run through jax.nn.dot_product_attention's XLA implementation here: cuDNN itself needs a GPU."""
-    from gte_jax.attention import _fused_attention
+    from gte_jax.kernels.attention import _fused_attention
 
     q, k, v, mask = _inputs(5, 40, seed=3)
     if not suffix:
@@ -169,7 +169,7 @@ def test_fused_path_arguments_give_the_reference(window, suffix):
 _RSS_SCRIPT = """
 import resource, sys
 import jax, jax.numpy as jnp
-from gte_jax.attention import attention
+from gte_jax.kernels.attention import attention
 T, impl = int(sys.argv[1]), sys.argv[2]
 x = jnp.ones((1, 8, 12, 64), jnp.float32)
 jax.block_until_ready(jax.jit(lambda a: attention(a, a, a, jnp.ones((1, 8)), impl="einsum"))(x))  # warm the runtime

@@ -27,7 +27,7 @@ import pytest
 
 from gte_jax import GTEEncoder
 from gte_jax.cli import main as cli_main
-from gte_jax.config import ConfigError
+from gte_jax.errors import ConfigError
 
 from checkpoints import TINY_VOCAB_1000, torch_bert, truncate, write_checkpoint
 
@@ -35,7 +35,7 @@ from checkpoints import TINY_VOCAB_1000, torch_bert, truncate, write_checkpoint
 def _save_state(enc: GTEEncoder, c: Ctx) -> Any:
     from flax import nnx
 
-    from gte_jax.export import save_pretrained
+    from gte_jax.checkpoints.export import save_pretrained
 
     return save_pretrained(nnx.state(enc.model), os.path.join(c.folder, "out"), config=enc.config, source_dir=c.model)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gte_jax import batching
+from gte_jax.engine import batching
 
 
 def _setting(rng):

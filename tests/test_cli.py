@@ -11,15 +11,13 @@ import sys
 
 import pytest
 
+from gte_jax.checkpoints.hub import ModelNotFoundError
 from gte_jax.cli import main
-from gte_jax.config import ConfigError
 from gte_jax.corpus.calibration import CalibrationError
 from gte_jax.corpus.job import EmbeddingError, JobConflict, OptionError
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError
-from gte_jax.errors import MissingExtraError, UserError
-from gte_jax.hub import ModelNotFoundError
-from gte_jax.params import CheckpointError
+from gte_jax.errors import CheckpointError, ConfigError, MissingExtraError, UserError
 from gte_jax.serve.schemas import RequestError
 from gte_jax.train.checkpoint import CheckpointMismatch
 from gte_jax.train.data import DataError

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gte_jax import GTEConfig
-from gte_jax.config import ConfigError
+from gte_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize(

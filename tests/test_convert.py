@@ -132,7 +132,7 @@ def test_runtime_package_never_imports_torch(minilm_dir):
 def test_convert_copies_a_pooling_folder_under_another_name(tiny_dir, tmp_path):
     """modules.json may name its Pooling folder anything: convert copies that folder, so CLS pooling survives."""
     from gte_jax import GTEEncoder
-    from gte_jax.hub import module_config_files
+    from gte_jax.checkpoints.hub import module_config_files
 
     src = tmp_path / "src"
     shutil.copytree(tiny_dir, src)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gte_jax.corpus.job import load_encoder
-from gte_jax.quantization import quantize_embeddings
+from gte_jax.engine.quantization import quantize_embeddings
 
 from corpus_data import embed, texts, write_jsonl, write_txt
 

@@ -10,8 +10,9 @@ import weakref
 
 import pytest
 
-from gte_jax import GTEEncoder, batching
+from gte_jax import GTEEncoder
 from gte_jax.corpus.job import EmbedJob, run
+from gte_jax.engine import batching
 
 from compiles import CompileCounter
 

@@ -18,12 +18,12 @@ import pytest
 from flax import nnx
 from tokenizers import Tokenizer as HFTokenizer
 
-from gte_jax.config import ConfigError
+from gte_jax.checkpoints.params import find_weights, load_model
+from gte_jax.engine.tokenization import Tokenizer
+from gte_jax.errors import CheckpointError, ConfigError
 from gte_jax.models import family_for
 from gte_jax.models.gte import FAMILY, GteConfig
 from gte_jax.models.gte.modeling import rope_frequencies
-from gte_jax.params import CheckpointError, find_weights, load_model
-from gte_jax.tokenization import Tokenizer
 
 from family_checkpoints import (
     GTE_TINY,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gte_jax.config import ConfigError
+from gte_jax.checkpoints.params import find_weights, load_model
+from gte_jax.errors import ConfigError
 from gte_jax.models import family_for
 from gte_jax.models.modernbert.config import ModernBertConfig
-from gte_jax.params import find_weights, load_model
 
 from modernbert_checkpoints import BIASED_HF, TINY_HF, corpus, torch_modernbert, write_checkpoint, write_tokenizer
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from huggingface_hub import constants
 
-from gte_jax.hub import HUB_CONNECT_TIMEOUT, ModelNotFoundError, hub_unreachable, resolve_model_dir
+from gte_jax.checkpoints.hub import HUB_CONNECT_TIMEOUT, ModelNotFoundError, hub_unreachable, resolve_model_dir
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 

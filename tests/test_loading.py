@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gte_jax import CheckpointError, GTEEncoder, ModelNotFoundError
-from gte_jax.config import ConfigError
+from gte_jax.errors import ConfigError
 
 from checkpoints import TINY_VOCAB_1000, torch_bert, write_checkpoint
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from gte_jax import encoder as encoder_module
-from gte_jax.tokenization import Tokenizer
+from gte_jax.engine import encoder as encoder_module
+from gte_jax.engine.tokenization import Tokenizer
 from gte_jax_convert.reference import torch_embeddings, torch_token_ids
 
 # Prints the peak-RSS growth (MiB) of encoding one whitespace-free text, and its vector.

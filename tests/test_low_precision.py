@@ -13,9 +13,9 @@ from flax import nnx
 from scipy.stats import spearmanr
 
 from gte_jax import GTEEncoder
-from gte_jax.cpu_features import cpu_flags, fast_flags, slow_dtype_message
-from gte_jax.int8 import Int8Einsum, is_quantized, quantize_linear
-from gte_jax.modeling import Einsum
+from gte_jax.engine.cpu_features import cpu_flags, fast_flags, slow_dtype_message
+from gte_jax.models.int8 import Int8Einsum, is_quantized, quantize_linear
+from gte_jax.models.layers import Einsum
 
 from compiles import CompileCounter
 from texts import VARIED_TEXTS

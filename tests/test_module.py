@@ -53,7 +53,7 @@ def test_padding_rows_pool_to_zero_not_nan():
 def test_gelu_is_pytorchs_exact_gelu():
     import torch
 
-    from gte_jax.modeling import gelu
+    from gte_jax.models.layers import gelu
 
     x = np.concatenate([np.linspace(-12, 12, 20001), np.random.default_rng(0).standard_normal(10000) * 3])
     x = x.astype(np.float32)

@@ -11,8 +11,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from gte_jax import CheckpointError, GTEConfig, GTEEncoder
-from gte_jax.params import check_vocab, load_model, map_key
-from gte_jax.tokenization import Tokenizer
+from gte_jax.checkpoints.params import check_vocab, load_model, map_key
+from gte_jax.engine.tokenization import Tokenizer
 
 from checkpoints import TINY, TINY_VOCAB_1000, copy_tokenizer, torch_bert, truncate, write_checkpoint
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from gte_jax import GTEEncoder
-from gte_jax.config import ConfigError
-from gte_jax.pooling import POOLING_MODES
+from gte_jax.errors import ConfigError
+from gte_jax.models.pooling import POOLING_MODES
 
 TEXTS = [
     "A cat.",

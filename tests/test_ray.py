@@ -66,7 +66,8 @@ def actor_cache(tmp_path_factory, minilm_dir, texts):
 # The actors' encoder (see run_embedder), warmed on the test texts: what their constructors compile.
 FILL_CACHE = """
 import json, sys
-from gte_jax import GTEEncoder, sharding
+from gte_jax import GTEEncoder
+from gte_jax.engine import sharding
 model, sample = sys.argv[1:]
 GTEEncoder.from_pretrained(model, batch_size=8, mesh=sharding.local_mesh()).warmup(json.load(open(sample)))
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from gte_jax.registry import Registry
+from gte_jax.engine.registry import Registry
 
 
 def test_a_slow_load_blocks_only_its_own_key():

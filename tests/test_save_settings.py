@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 
 from gte_jax import GTEEncoder
-from gte_jax.sentence_config import read_sentence_config
+from gte_jax.checkpoints.sentence_config import read_sentence_config
 
 TEXTS = ["what is a tensor?", "A tensor is a multi-dimensional array of numbers.", ""]
 PROMPTS = {"query": "query: ", "passage": "passage: "}

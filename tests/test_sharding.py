@@ -14,7 +14,8 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from gte_jax import GTEConfig, GTEEncoder, sharding
+from gte_jax import GTEConfig, GTEEncoder
+from gte_jax.engine import sharding
 from gte_jax.models.bert import FAMILY as BERT
 
 from processes import cpu_env, free_port
@@ -138,7 +139,7 @@ def test_gte_large_parameters_get_the_intended_specs():
 def _param_paths(cfg) -> list[str]:
     from flax import nnx
 
-    from gte_jax.params import abstract_model
+    from gte_jax.checkpoints.params import abstract_model
 
     _, state = nnx.split(abstract_model(cfg))
     return [".".join(map(str, path)) for path, _ in nnx.to_flat_state(state)]

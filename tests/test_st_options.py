@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gte_jax import GTEEncoder
-from gte_jax.quantization import PRECISIONS, quantization_ranges, quantize_embeddings
+from gte_jax.engine.quantization import PRECISIONS, quantization_ranges, quantize_embeddings
 
 from compiles import CompileCounter
 
@@ -366,7 +366,7 @@ def test_prompts_must_map_names_to_texts(model_dir, prompts):
     ],
 )
 def test_checkpoint_settings_out_of_range_name_the_file(minilm_dir, tmp_path, name, setting, message):
-    from gte_jax.config import ConfigError
+    from gte_jax.errors import ConfigError
 
     path = write_model_dir(minilm_dir, str(tmp_path / "model"), st_config={"prompts": PROMPTS})
     target = os.path.join(path, name)

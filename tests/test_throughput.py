@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gte_jax import GTEEncoder, batching
+from gte_jax import GTEEncoder
+from gte_jax.engine import batching
 
 from compiles import CompileCounter
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gte_jax.config import ConfigError
-from gte_jax.tokenization import Tokenizer
+from gte_jax.engine.tokenization import Tokenizer
+from gte_jax.errors import ConfigError
 from gte_jax_convert.reference import torch_token_ids
 
 from checkpoints import copy_tokenizer

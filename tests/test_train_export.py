@@ -13,8 +13,9 @@ import pytest
 from flax import nnx
 
 from gte_jax import GTEEncoder
-from gte_jax.export import ExportError, hf_tensors, save_pretrained
-from gte_jax.params import CheckpointError, map_key
+from gte_jax.checkpoints.export import ExportError, hf_tensors, save_pretrained
+from gte_jax.checkpoints.params import map_key
+from gte_jax.errors import CheckpointError
 
 TEXTS = ["what is a tensor?", "A tensor is a multi-dimensional array of numbers.", "", "word " * 400]
 

@@ -13,9 +13,9 @@ import pytest
 from flax import nnx
 
 from gte_jax import GTEEncoder
-from gte_jax.loading import load
+from gte_jax.engine.loading import load
+from gte_jax.engine.sharding import default_mesh
 from gte_jax.models.bert import FAMILY as BERT
-from gte_jax.sharding import default_mesh
 from gte_jax.train.losses import GTE_DIRECTIONS
 from gte_jax.train.step import StepOptions, Trainer, make_loss
 

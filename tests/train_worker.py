@@ -32,7 +32,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from gte_jax import sharding  # noqa: E402
-from gte_jax.loading import load  # noqa: E402
+from gte_jax.engine.loading import load  # noqa: E402
 from gte_jax.train.step import StepOptions, Trainer, make_loss  # noqa: E402
 
 from train_batches import LR, train_batch  # noqa: E402

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 
 from gte_jax.corpus.sources import SUFFIXES, Source, detect_format
+from gte_jax.engine.quantization import check_ranges
 from gte_jax.errors import UserError
-from gte_jax.quantization import check_ranges
 
 CALIBRATION_ROWS = 10_000
 
@@ -33,7 +33,7 @@ def load_ranges(path: str, dim: int) -> np.ndarray:
 
     Raises:
         CalibrationError: the file cannot be read, holds anything else, or holds ranges that cannot separate
-            vectors (see :func:`gte_jax.quantization.check_ranges`).
+            vectors (see :func:`gte_jax.engine.quantization.check_ranges`).
     """
     try:
         ranges = np.load(path, allow_pickle=False)
@@ -64,7 +64,7 @@ def ranges_from_texts(
 
     Raises:
         CalibrationError: fewer than two texts, non-finite embeddings, or embeddings too alike to give ranges
-            (the same texts, or blank ones: see :func:`gte_jax.quantization.check_ranges`).
+            (the same texts, or blank ones: see :func:`gte_jax.engine.quantization.check_ranges`).
     """
     low: np.ndarray | None = None
     high: np.ndarray | None = None

@@ -11,8 +11,8 @@ import json
 import sys
 
 from gte_jax.argtypes import positive_int
-from gte_jax.dtypes import DTYPES
-from gte_jax.dtypes import HELP as DTYPES_HELP
+from gte_jax.engine.dtypes import DTYPES
+from gte_jax.engine.dtypes import HELP as DTYPES_HELP
 
 # Only argparse at import time: `gte-jax --help` builds every subcommand's parser.
 
@@ -123,9 +123,9 @@ def main(args: argparse.Namespace) -> int:
     except ImportError:
         print("gte-jax embed: error: the corpus job writes Parquet; pip install pyarrow", file=sys.stderr)
         return 2
+    from gte_jax.checkpoints.hub import DEFAULT_MODEL
     from gte_jax.corpus.job import EmbedJob, run
     from gte_jax.errors import UserError
-    from gte_jax.hub import DEFAULT_MODEL
 
     def fail(message: str) -> int:
         print(f"gte-jax embed: error: {message}", file=sys.stderr)
@@ -177,8 +177,8 @@ def embed_stream(args: argparse.Namespace, model: str, chunk: int = 256) -> int:
 
     from gte_jax.corpus.job import EmbedJob
     from gte_jax.corpus.options import embed_texts, load_encoder, make_ranges, quantize, resolve_options
-    from gte_jax.quantization import RANGED
-    from gte_jax.tokenization import lone_surrogate
+    from gte_jax.engine.quantization import RANGED
+    from gte_jax.engine.tokenization import lone_surrogate
 
     for i, text in enumerate(args.text or []):
         at = lone_surrogate(text)

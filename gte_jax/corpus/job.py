@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gte_jax.checkpoints.hub import DEFAULT_MODEL
 from gte_jax.corpus import shards
 from gte_jax.corpus.lock import LockHeld, OutputLock
 from gte_jax.corpus.manifest import (
@@ -43,12 +44,11 @@ from gte_jax.corpus.options import OptionError, embed_texts, load_encoder, make_
 from gte_jax.corpus.progress import Progress
 from gte_jax.corpus.shards import OutputError
 from gte_jax.corpus.sources import InputError, Piece, Source, detect_format, fingerprint, scan
+from gte_jax.engine.quantization import PRECISIONS, RANGED
 from gte_jax.errors import UserError
-from gte_jax.hub import DEFAULT_MODEL
-from gte_jax.quantization import PRECISIONS, RANGED
 
 if TYPE_CHECKING:
-    from gte_jax.encoder import GTEEncoder
+    from gte_jax.engine.encoder import GTEEncoder
 
 __all__ = ["EmbedJob", "EmbeddingError", "InputError", "JobConflict", "OptionError", "OutputError", "run"]
 
@@ -91,7 +91,7 @@ class EmbedJob:
     """Keep the first this many dimensions (Matryoshka); the model's default (all) when None."""
     precision: str = "float32"
     """How vectors are stored: ``float32``, ``int8``, ``uint8``, ``binary`` or ``ubinary`` (see
-    :mod:`gte_jax.quantization`)."""
+    :mod:`gte_jax.engine.quantization`)."""
     prompt_name: str | None = None
     """One of the model's prompts to put before every text; the model's default prompt (if any) when None."""
     calibration: str | None = None

@@ -14,8 +14,8 @@ import re
 
 from gte_jax.corpus import shards
 from gte_jax.corpus.shards import OutputError
+from gte_jax.engine.quantization import check_ranges
 from gte_jax.errors import UserError
-from gte_jax.quantization import check_ranges
 
 MANIFEST_VERSION = 2
 MANIFEST_RE = re.compile(r"^_manifest(?:\.process-\d{5}-of-\d{5})?\.json$")  # ours only: never a user's backup

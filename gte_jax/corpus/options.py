@@ -12,13 +12,13 @@ import numpy as np
 
 from gte_jax.corpus import calibration
 from gte_jax.corpus.sources import Source
+from gte_jax.engine.prompts import prompt_tokens_if_too_long, resolve_prompt, too_long_prompt
+from gte_jax.engine.quantization import RANGED, quantize_embeddings
 from gte_jax.errors import UserError
-from gte_jax.prompts import prompt_tokens_if_too_long, resolve_prompt, too_long_prompt
-from gte_jax.quantization import RANGED, quantize_embeddings
 
 if TYPE_CHECKING:
     from gte_jax.corpus.job import EmbedJob
-    from gte_jax.encoder import GTEEncoder
+    from gte_jax.engine.encoder import GTEEncoder
 
 
 # The command line names no prompt text itself: prompts come from the checkpoint.
@@ -94,9 +94,9 @@ def load_encoder(model: str, *, dtype: str, max_length: int | None) -> GTEEncode
         OptionError: ``dtype`` or ``max_length`` does not fit the model.
         ModelNotFoundError, ConfigError, CheckpointError: as :meth:`GTEEncoder.from_pretrained`.
     """
-    from gte_jax import GTEEncoder, sharding
-    from gte_jax.config import ConfigError
-    from gte_jax.params import CheckpointError
+    from gte_jax import GTEEncoder
+    from gte_jax.engine import sharding
+    from gte_jax.errors import CheckpointError, ConfigError
 
     try:
         return GTEEncoder.shared(model, dtype=dtype, max_length=max_length, mesh=sharding.local_mesh())
@@ -110,7 +110,7 @@ def quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None, sou
     """``vectors`` at ``precision``, with the job's fixed int8/uint8 ``ranges`` (taken from ``source``).
 
     Raises:
-        OptionError: the ranges cannot separate these vectors (see :func:`gte_jax.quantization.check_separates`).
+        OptionError: the ranges cannot separate these vectors (see :func:`gte_jax.engine.quantization.check_separates`).
     """
     try:
         return np.asarray(quantize_embeddings(vectors, precision, ranges=ranges))

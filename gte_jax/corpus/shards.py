@@ -26,13 +26,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gte_jax.engine.quantization import quantized_dim
 from gte_jax.errors import UserError
-from gte_jax.quantization import quantized_dim
 
 if TYPE_CHECKING:
     from gte_jax.corpus.sources import Invalid, Piece
 
-# Stored element type per precision (see gte_jax.quantization); float32 unless the job quantises.
+# Stored element type per precision (see gte_jax.engine.quantization); float32 unless the job quantises.
 VALUE_TYPES = {
     "float32": pa.float32(),
     "int8": pa.int8(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gte_jax.config import ConfigError
+from gte_jax.errors import ConfigError
 from gte_jax.models.family import Family
 
 # model_type -> the family package that runs it; imported on first use.
@@ -60,7 +60,7 @@ def read_config(model_dir: str) -> tuple[Family, Any]:
     Raises:
         ConfigError: the file is missing or malformed, or no family runs it (the message names the file and field).
     """
-    from gte_jax.config import read_json_object
+    from gte_jax.files import read_json_object
 
     source = f"{model_dir}/config.json"
     hf = read_json_object(source)

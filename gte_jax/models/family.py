@@ -19,6 +19,10 @@ from jax.typing import DTypeLike
 from gte_jax.models.heads import Head
 from gte_jax.models.rules import Conversion
 
+# Mesh axis names: rows of a batch split over DATA, a family's param_specs split weights over MODEL.
+DATA = "data"
+MODEL = "model"
+
 
 class Encoder(Protocol):
     """The module every family builds: token ids in, last hidden states out."""

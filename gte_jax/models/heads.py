@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from gte_jax.modeling import Einsum
+from gte_jax.models.layers import Einsum
 from gte_jax.models.rules import Conversion, Rule
 
 

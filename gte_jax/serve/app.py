@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gte_jax.prompts import resolve_prompt
+from gte_jax.engine.prompts import resolve_prompt
 from gte_jax.serve import defaults, schemas
 from gte_jax.serve.batcher import Batcher, NonFiniteVectors, ShuttingDown
 from gte_jax.serve.metrics import Metrics
@@ -276,7 +276,7 @@ class Server:
             if self._long_tokenizer is None:
                 from tokenizers import Tokenizer as Backend
 
-                from gte_jax.tokenization import Tokenizer
+                from gte_jax.engine.tokenization import Tokenizer
 
                 tok = self.encoder.tokenizer
                 self._long_tokenizer = Tokenizer(Backend.from_str(tok.backend.to_str()), limit + 1, tok.pad_token_id)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gte_jax import batching
+from gte_jax.engine import batching
 from gte_jax.serve import defaults
 
 log = logging.getLogger("gte_jax.serve")

@@ -15,8 +15,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from gte_jax.argtypes import positive_int
-from gte_jax.dtypes import DTYPES
-from gte_jax.dtypes import HELP as DTYPES_HELP
+from gte_jax.engine.dtypes import DTYPES
+from gte_jax.engine.dtypes import HELP as DTYPES_HELP
 from gte_jax.serve import defaults
 
 if TYPE_CHECKING:
@@ -233,7 +233,8 @@ def main(args: argparse.Namespace) -> int:
             f"{args.port}: pick another --port or --host"
         )
 
-    from gte_jax import DEFAULT_MODEL, GTEEncoder, sharding
+    from gte_jax import DEFAULT_MODEL, GTEEncoder
+    from gte_jax.engine import sharding
     from gte_jax.errors import UserError
     from gte_jax.serve.app import Settings, create_app
 

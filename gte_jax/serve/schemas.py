@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from gte_jax.engine.tokenization import lone_surrogate
 from gte_jax.errors import UserError
-from gte_jax.similarity import truncate_rows
-from gte_jax.tokenization import lone_surrogate
+from gte_jax.models.similarity import truncate_rows
 
 # JSON's names for Python's types, for messages that speak the client's language.
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
@@ -320,7 +320,7 @@ def tei_body(vectors: np.ndarray) -> bytes:
 
 def token_list(tokens: list[tuple[int, str, bool, int, int]], prompt_chars: int, limit: int) -> list[dict[str, Any]]:
     """TEI's ``/tokenize`` tokens of one text, at most ``limit``, from
-    :meth:`~gte_jax.tokenization.Tokenizer.tokens` of ``prompt + text``.
+    :meth:`~gte_jax.engine.tokenization.Tokenizer.tokens` of ``prompt + text``.
 
     Offsets are characters of the client's text (the prompt's length taken off); the prompt's tokens, which the
     client never sent, are special like [CLS] and [SEP], and every special token has null offsets.

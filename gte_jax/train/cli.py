@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gte_jax.loading import Loaded
+    from gte_jax.engine.loading import Loaded
     from gte_jax.train.checkpoint import Checkpoints
     from gte_jax.train.data import Examples, Tokenized
     from gte_jax.train.step import Trainer, TrainState
@@ -201,7 +201,7 @@ def checkpoint_dir(args: argparse.Namespace) -> str:
 def _check_options(args: argparse.Namespace) -> None:
     import os
 
-    from gte_jax.export import check_output
+    from gte_jax.checkpoints.export import check_output
 
     check_output(args.output)  # before training: a folder the model cannot go to would waste the run
     ckpt = checkpoint_dir(args)
@@ -240,11 +240,10 @@ class _Job:
 
 def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -> _Job:
     """The model, the tokenised data, the optimiser and the compiled step."""
-    from gte_jax import sharding
-    from gte_jax.config import ConfigError
-    from gte_jax.hub import ModelNotFoundError
-    from gte_jax.loading import load
-    from gte_jax.params import CheckpointError
+    from gte_jax.checkpoints.hub import ModelNotFoundError
+    from gte_jax.engine import sharding
+    from gte_jax.engine.loading import load
+    from gte_jax.errors import CheckpointError, ConfigError
     from gte_jax.train import data
     from gte_jax.train.step import StepOptions, Trainer, adamw, make_loss
 
@@ -384,7 +383,7 @@ def _export(args: argparse.Namespace, job: _Job, state: TrainState) -> None:
     import jax
     from flax import nnx
 
-    from gte_jax import export
+    from gte_jax.checkpoints import export
 
     nnx.update(job.loaded.model, state.params)
     if jax.process_index() == 0:

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from gte_jax.batching import bucket_for, length_buckets
+from gte_jax.engine.batching import bucket_for, length_buckets
+from gte_jax.engine.tokenization import lone_surrogate
 from gte_jax.errors import UserError
-from gte_jax.tokenization import lone_surrogate
 
 LABEL_COLUMNS = ("score", "label")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -283,7 +283,7 @@ class Tokenized:
 
 
 def tokenize(examples: Examples, tokenizer: Any) -> Tokenized:
-    """Tokenises every column with a :class:`gte_jax.tokenization.Tokenizer` (truncating to its max length)."""
+    """Tokenises every column with a :class:`gte_jax.engine.tokenization.Tokenizer` (truncating to its max length)."""
     ids = tuple(tokenizer(column) for column in examples.texts)
     return Tokenized(ids, examples.labels, tokenizer.max_length, tokenizer.pad_token_id)
 

@@ -6,8 +6,8 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from gte_jax.batching import bucket_for, length_buckets
-from gte_jax.sharding import data_parallelism
+from gte_jax.engine.batching import bucket_for, length_buckets
+from gte_jax.engine.sharding import data_parallelism
 from gte_jax.train.data import Tokenized, spearman
 from gte_jax.train.step import Trainer
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from gte_jax.pooling import l2_normalize
+from gte_jax.models.pooling import l2_normalize
 
 DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 # GTE's improved contrastive loss (Li et al. 2023): one softmax over all four directions.

@@ -30,11 +30,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gte_jax import sharding
-from gte_jax.int8 import is_quantized
-from gte_jax.modeling import BertModel, default_act_dtype
+from gte_jax.engine import sharding
 from gte_jax.models import family_of
-from gte_jax.pooling import l2_normalize, pool
+from gte_jax.models.bert.modeling import BertModel
+from gte_jax.models.int8 import is_quantized
+from gte_jax.models.layers import default_act_dtype
+from gte_jax.models.pooling import l2_normalize, pool
 from gte_jax.train import losses
 
 Batch = dict[str, jax.Array]

@@ -1,10 +1,10 @@
-"""BERT checkpoint keys <-> NNX paths of :class:`~gte_jax.modeling.BertModel`, both ways from one table."""
+"""BERT checkpoint keys <-> NNX paths of :class:`~gte_jax.models.bert.modeling.BertModel`, both ways from one table."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gte_jax.config import GTEConfig
+from gte_jax.models.bert.config import GTEConfig
 from gte_jax.models.rules import Conversion, Rule, transpose
 
 

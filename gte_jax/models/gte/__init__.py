@@ -14,12 +14,11 @@ from typing import Any
 
 from jax.sharding import PartitionSpec as P
 
-from gte_jax.models.family import Family
+from gte_jax.models.family import MODEL, Family
 from gte_jax.models.gte.config import GteConfig
 from gte_jax.models.gte.modeling import GteModel
 from gte_jax.models.gte.params import CONVERSION
 from gte_jax.models.heads import POOLER_CLASSIFIER_RULES, Head, PoolerClassifier
-from gte_jax.sharding import MODEL
 
 # Tensor parallelism (Megatron style): heads and the FFN's inner dimension split; the rest copied.
 PARAM_SPECS = (

@@ -12,7 +12,7 @@ import math
 import numbers
 from typing import Any
 
-from gte_jax.config import ConfigError
+from gte_jax.errors import ConfigError
 
 # hidden_act -> whether it is GELU's tanh approximation (False: the exact erf form), as transformers' ACT2FN has them.
 ACTIVATIONS = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}

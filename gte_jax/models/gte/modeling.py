@@ -3,7 +3,7 @@
 Word (+ token-type) embeddings and LayerNorm, no position table; each layer is rotary self-attention
 (q/k/v/o projections with bias) then a gated GELU MLP (``down(act(gate(x)) * up(x))``, up and gate
 without bias), each followed by residual and LayerNorm (post-LN, as BERT). Dropout sits where
-transformers puts it and follows :class:`~gte_jax.modeling.BertModel`'s conventions: off in eval
+transformers puts it and follows :class:`~gte_jax.models.bert.modeling.BertModel`'s conventions: off in eval
 mode (the default), on after ``model.train()`` with the randomness passed per call.
 Shapes in comments: B=batch, T=tokens, D=hidden, N=heads, H=head_dim, F=intermediate.
 """
@@ -18,9 +18,9 @@ import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
-from gte_jax.attention import attention
-from gte_jax.modeling import Einsum, LayerNorm, _precision, _split, gelu
+from gte_jax.kernels.attention import attention
 from gte_jax.models.gte.config import ACTIVATIONS, GteConfig
+from gte_jax.models.layers import Einsum, LayerNorm, gelu, matmul_precision, split_keys
 from gte_jax.models.rotary import inverse_frequencies, rotate
 
 
@@ -67,7 +67,7 @@ class Attention(nnx.Module):
         self.v_proj = dense("BTD,DNH->BTNH", (D, N, H), (N, H))
         self.o_proj = dense("BTNH,NHD->BTD", (N, H, D), (D,))
         self.attention_impl = attention_impl
-        self.precision = _precision(act_dtype)
+        self.precision = matmul_precision(act_dtype)
         self.probs_dropout_rate = cfg.attention_probs_dropout_prob
         self.deterministic = True  # set by model.train() / model.eval()
 
@@ -119,7 +119,7 @@ class Layer(nnx.Module):
         self.post_mlp_layernorm = LayerNorm(D, cfg.layer_norm_eps, dtype=act_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array, inv_freq: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        attn_key, attn_out_key, mlp_key, mlp_out_key = _split(key, 4)
+        attn_key, attn_out_key, mlp_key, mlp_out_key = split_keys(key, 4)
         h = self.post_attention_dropout(self.self_attn(x, mask, inv_freq, attn_key), rngs=attn_out_key)
         x = self.post_attention_layernorm(x + h)  # [B, T, D]
         h = self.post_mlp_dropout(self.mlp(x, mlp_key), rngs=mlp_out_key)
@@ -132,9 +132,9 @@ class GteModel(nnx.Module):
     Args:
         cfg: shapes, RoPE and LayerNorm settings.
         dtype: parameter and matmul-operand dtype (``float32`` or ``bfloat16``), as in
-            :class:`~gte_jax.modeling.BertModel`.
+            :class:`~gte_jax.models.bert.modeling.BertModel`.
         act_dtype: the hidden states' dtype between matmuls (``dtype`` when None).
-        attention_impl: a name from :data:`gte_jax.attention.ATTENTION_IMPLS`.
+        attention_impl: a name from :data:`gte_jax.kernels.attention.ATTENTION_IMPLS`.
         rngs: initialiser keys; the weights are random until loaded from a checkpoint.
     """
 
@@ -167,7 +167,7 @@ class GteModel(nnx.Module):
         rngs: nnx.Rngs | jax.Array | None = None,
         remat: bool = False,
     ) -> jax.Array:
-        """Encodes a padded batch (arguments and errors as :meth:`gte_jax.modeling.BertModel.__call__`).
+        """Encodes a padded batch (arguments and errors as :meth:`gte_jax.models.bert.modeling.BertModel.__call__`).
 
         ``token_type_ids`` are read only when the model has token-type embeddings (``type_vocab_size`` > 0).
 
@@ -182,7 +182,7 @@ class GteModel(nnx.Module):
                     "or call model.eval() to embed."
                 )
             key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
-        keys = _split(key, len(self.layers) + 1)
+        keys = split_keys(key, len(self.layers) + 1)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, keys[0])

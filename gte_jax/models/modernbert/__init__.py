@@ -8,13 +8,12 @@ from typing import Any
 
 from jax.sharding import PartitionSpec as P
 
-from gte_jax.models.family import Family
+from gte_jax.models.family import MODEL, Family
 from gte_jax.models.heads import Head
 from gte_jax.models.modernbert.config import ModernBertConfig
 from gte_jax.models.modernbert.modeling import ClassifierHead, ModernBertModel
 from gte_jax.models.modernbert.params import CONVERSION
 from gte_jax.models.rules import Rule, transpose
-from gte_jax.sharding import MODEL
 
 # Tensor parallelism (Megatron style): the heads and the MLP's inner dimension split, in both parts of
 # the fused Wqkv [D, 3, N, H] and Wi [D, 2, F] alike; embeddings and LayerNorms copied.

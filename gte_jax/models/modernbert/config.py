@@ -16,8 +16,8 @@ from typing import Any
 
 import jax
 
-from gte_jax.config import ConfigError
-from gte_jax.modeling import gelu
+from gte_jax.errors import ConfigError
+from gte_jax.models.layers import gelu
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 # hidden_activation -> the function transformers' ACT2FN gives that name: "gelu" is the exact (erf) GELU,

@@ -8,7 +8,7 @@ gives two halves, ``act(first) * second`` goes into ``Wo``); a final LayerNorm. 
 ``local_rope_theta``. Shapes: B=batch, T=tokens, D=hidden, N=heads, H=head_dim, F=intermediate.
 
 Dropout (``embedding_dropout``, ``attention_dropout``, ``mlp_dropout``) follows transformers and is
-off unless the model is in train mode, as :class:`~gte_jax.modeling.BertModel` describes.
+off unless the model is in train mode, as :class:`~gte_jax.models.bert.modeling.BertModel` describes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from gte_jax.attention import attention
-from gte_jax.modeling import Einsum, _precision, _split
+from gte_jax.kernels.attention import attention
+from gte_jax.models.layers import Einsum, matmul_precision, split_keys
 from gte_jax.models.modernbert.config import ACTIVATIONS, ModernBertConfig
 from gte_jax.models.rotary import inverse_frequencies, rotate
 
@@ -75,12 +75,12 @@ class Attention(nnx.Module):
         self.window = None if is_global else cfg.local_attention
         self.head_dim = H
         self.attention_impl = attention_impl
-        self.precision = _precision(act_dtype)
+        self.precision = matmul_precision(act_dtype)
         self.probs_dropout_rate = cfg.attention_dropout
         self.deterministic = True  # set by model.train() / model.eval()
 
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        probs_key, out_key = _split(None if self.deterministic else key, 2)
+        probs_key, out_key = split_keys(None if self.deterministic else key, 2)
         qkv = self.Wqkv(x)  # [B, T, 3, N, H]
         positions = jnp.arange(x.shape[1])
         inv_freq = inverse_frequencies(self.head_dim, self.rope_theta)
@@ -138,7 +138,7 @@ class Layer(nnx.Module):
         self.mlp = MLP(cfg, dtype=dtype, act_dtype=act_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        attn_key, mlp_key = _split(key, 2)
+        attn_key, mlp_key = split_keys(key, 2)
         x = x + self.attn(x if self.attn_norm is None else self.attn_norm(x), mask, attn_key)
         return x + self.mlp(self.mlp_norm(x), mlp_key)
 
@@ -151,7 +151,7 @@ class ModernBertModel(nnx.Module):
         dtype: parameter and matmul-operand dtype (matmuls accumulate in float32 either way);
             LayerNorm, softmax and RoPE always run in float32.
         act_dtype: the hidden states between matmuls (``dtype`` when None).
-        attention_impl: a name from :data:`gte_jax.attention.ATTENTION_IMPLS`.
+        attention_impl: a name from :data:`gte_jax.kernels.attention.ATTENTION_IMPLS`.
         rngs: initialiser keys; the weights are random until loaded from a checkpoint.
     """
 
@@ -208,7 +208,7 @@ class ModernBertModel(nnx.Module):
                     "rngs=nnx.Rngs(dropout=seed) or call model.eval() to embed."
                 )
             key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
-        keys = _split(key, len(self.layers) + 1)
+        keys = split_keys(key, len(self.layers) + 1)
         x = self.embeddings(input_ids, keys[0])
         run = nnx.remat(Layer.__call__) if remat else Layer.__call__
         for layer, layer_key in zip(self.layers, keys[1:], strict=True):

@@ -22,85 +22,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from gte_jax.attention import attention
-from gte_jax.config import GTEConfig
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _split(key: jax.Array | None, n: int) -> list[jax.Array | None]:
-    """``n`` independent keys from ``key``, or ``n`` Nones in eval mode."""
-    return [None] * n if key is None else list(jax.random.split(key, n))
-
-
-def _precision(dtype: DTypeLike) -> jax.lax.Precision | None:
-    # float32 must mean float32: TPUs otherwise run f32 matmuls in bf16 passes.
-    return _HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """BERT's exact GELU as PyTorch writes it, ``x * 0.5 * (1 + erf(x / sqrt(2)))``: within 1 ulp of
-    ``jax.nn.gelu(x, approximate=False)`` (its ``erfc`` form) and 2.5x faster on XLA:CPU."""
-    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
-
-
-def default_act_dtype(dtype: DTypeLike, platform: str) -> jnp.dtype:
-    """The hidden states' dtype for weights in ``dtype`` on ``platform`` (``"cpu"``, ``"gpu"``, ``"tpu"``).
-
-    float32 on CPU whatever the weights: XLA:CPU runs attention and the elementwise work fastest
-    in float32, and its fast bf16 dots take bf16 operands with float32 results anyway
-    (``bench/README.md``, "Low precision on CPU"). The weights' dtype elsewhere.
-    """
-    return jnp.dtype(jnp.float32 if platform == "cpu" else dtype)
-
-
-class Einsum(nnx.Module):
-    """A dense layer over named axes: ``y = einsum(eqn, x, kernel) + bias``.
-
-    A float32 kernel multiplies in float32 (``HIGHEST``). A low-precision kernel (bfloat16)
-    multiplies low-precision operands with float32 accumulation (``preferred_element_type``),
-    adds the bias in float32 and returns ``out_dtype``: the form that reaches the CPU's bf16
-    dot instructions through XLA:CPU (a bf16 -> bf16 dot is run as a float32 dot between
-    conversions) as well as the GPU's and TPU's matrix units.
-    """
-
-    def __init__(
-        self,
-        eqn: str,
-        kernel_shape: tuple[int, ...],
-        bias_shape: tuple[int, ...],
-        *,
-        dtype: DTypeLike,
-        out_dtype: DTypeLike | None = None,
-        use_bias: bool = True,
-        rngs: nnx.Rngs,
-    ):
-        self.eqn = eqn
-        self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), kernel_shape, dtype))
-        self.bias = nnx.Param(jnp.zeros(bias_shape, dtype)) if use_bias else None  # ModernBERT, GTE's MLP: none
-        self.precision = _precision(dtype)
-        self.out_dtype = jnp.dtype(out_dtype or dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...]
-        if kernel.dtype == jnp.float32:
-            y = jnp.einsum(self.eqn, x, kernel, precision=self.precision)
-            return y if self.bias is None else y + self.bias[...]
-        y = jnp.einsum(self.eqn, x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
-        if self.bias is not None:
-            y = y + self.bias[...].astype(jnp.float32)
-        return y.astype(self.out_dtype)
-
-
-class LayerNorm(nnx.LayerNorm):
-    """BERT's LayerNorm: statistics in float32 (two-pass variance), output in ``dtype``."""
-
-    def __init__(self, dim: int, eps: float, *, dtype: DTypeLike, rngs: nnx.Rngs):
-        super().__init__(dim, epsilon=eps, dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
-        self.out_dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:  # type: ignore[override]  # BERT's LayerNorm takes no mask
-        return super().__call__(x.astype(jnp.float32)).astype(self.out_dtype)
+from gte_jax.kernels.attention import attention
+from gte_jax.models.bert.config import GTEConfig
+from gte_jax.models.layers import Einsum, LayerNorm, gelu, matmul_precision, split_keys
 
 
 class Embeddings(nnx.Module):
@@ -143,12 +67,12 @@ class SelfAttention(nnx.Module):
         self.output = dense("BTNH,NHD->BTD", (N, H, D), (D,))
         self.output_dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
         self.attention_impl = attention_impl
-        self.precision = _precision(act_dtype)
+        self.precision = matmul_precision(act_dtype)
         self.probs_dropout_rate = cfg.attention_probs_dropout_prob
         self.deterministic = True  # set by model.train() / model.eval()
 
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        probs_key, out_key = _split(None if self.deterministic else key, 2)
+        probs_key, out_key = split_keys(None if self.deterministic else key, 2)
         q, k, v = self.query(x), self.key(x), self.value(x)  # [B, T, N, H] each
         ctx = attention(  # [B, T, N, H]
             q,
@@ -176,7 +100,7 @@ class Layer(nnx.Module):
         self.output_dropout = nnx.Dropout(cfg.hidden_dropout_prob, deterministic=True)
 
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        attention_key, output_key = _split(key, 2)
+        attention_key, output_key = split_keys(key, 2)
         x = self.attention_LayerNorm(x + self.attention(x, mask, attention_key))  # [B, T, D]
         h = gelu(self.intermediate(x))  # [B, T, F]
         return self.output_LayerNorm(x + self.output_dropout(self.output(h), rngs=output_key))  # [B, T, D]
@@ -192,7 +116,7 @@ class BertModel(nnx.Module):
         act_dtype: the hidden states between matmuls (``dtype`` when None). float32 with
             bfloat16 weights is the fast form on CPU (XLA:CPU runs attention and elementwise
             work fastest in float32); bfloat16 halves activation traffic on GPU and TPU.
-        attention_impl: a name from :data:`gte_jax.attention.ATTENTION_IMPLS`.
+        attention_impl: a name from :data:`gte_jax.kernels.attention.ATTENTION_IMPLS`.
         rngs: initialiser keys; the weights are random until loaded from a checkpoint.
 
     The module starts in eval mode; ``model.train()`` turns BERT's dropout on (rates from the
@@ -254,7 +178,7 @@ class BertModel(nnx.Module):
                     "or call model.eval() to embed."
                 )
             key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
-        keys = _split(key, len(self.layer) + 1)
+        keys = split_keys(key, len(self.layer) + 1)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, keys[0])

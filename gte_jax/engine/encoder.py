@@ -2,10 +2,10 @@
 
 The encoder holds the model, the tokenizer and two jitted forwards (pooled vectors,
 and the hidden states for ``output_value="token_embeddings"``). Planning and
-execution belong to a runner (:mod:`gte_jax.runners`), loading to
-:mod:`gte_jax.loading`, sharing between callers to :mod:`gte_jax.registry`; the
-sentence-transformers options to :mod:`gte_jax.prompts`, :mod:`gte_jax.quantization`
-and :mod:`gte_jax.similarity`.
+execution belong to a runner (:mod:`gte_jax.engine.runners`), loading to
+:mod:`gte_jax.engine.loading`, sharing between callers to :mod:`gte_jax.engine.registry`; the
+sentence-transformers options to :mod:`gte_jax.engine.prompts`, :mod:`gte_jax.engine.quantization`
+and :mod:`gte_jax.models.similarity`.
 
 ``encode`` follows ``SentenceTransformer.encode`` (6.x): prompt prepended (its tokens count
 against ``max_length``) → tokenise → model → pool → ``truncate_dim`` → normalise → quantise.
@@ -27,16 +27,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from gte_jax import batching, runners, sharding
-from gte_jax import similarity as sim
-from gte_jax.config import GTEConfig
-from gte_jax.hub import DEFAULT_MODEL
-from gte_jax.int8 import is_quantized
-from gte_jax.loading import load
-from gte_jax.modeling import BertModel
-from gte_jax.models import param_dtype
-from gte_jax.pooling import l2_normalize, pool, pooling_modes
-from gte_jax.prompts import (
+from gte_jax.checkpoints.hub import DEFAULT_MODEL
+from gte_jax.checkpoints.sentence_config import SentenceConfig
+from gte_jax.engine import batching, runners, sharding
+from gte_jax.engine.loading import load
+from gte_jax.engine.prompts import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
     check_prompts,
@@ -45,10 +40,15 @@ from gte_jax.prompts import (
     resolve_prompt,
     too_long_prompt,
 )
-from gte_jax.quantization import RANGED, check_precision, quantize_embeddings
-from gte_jax.registry import Registry
-from gte_jax.sentence_config import SentenceConfig
-from gte_jax.tokenization import Tokenizer, lone_surrogate
+from gte_jax.engine.quantization import RANGED, check_precision, quantize_embeddings
+from gte_jax.engine.registry import Registry
+from gte_jax.engine.tokenization import Tokenizer, lone_surrogate
+from gte_jax.models import param_dtype
+from gte_jax.models import similarity as sim
+from gte_jax.models.bert.config import GTEConfig
+from gte_jax.models.bert.modeling import BertModel
+from gte_jax.models.int8 import is_quantized
+from gte_jax.models.pooling import l2_normalize, pool, pooling_modes
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -164,7 +164,7 @@ class GTEEncoder:
     """A GTE (BERT) embedding model: tokeniser, Flax NNX module, pooling, all jitted.
 
     Build one with :meth:`from_pretrained`. Attributes: ``model`` (the
-    :class:`~gte_jax.modeling.BertModel`), ``tokenizer``, ``config``, ``dim`` (the size of
+    :class:`~gte_jax.models.bert.modeling.BertModel`), ``tokenizer``, ``config``, ``dim`` (the size of
     :meth:`encode`'s vectors), ``mesh``, ``pooling``, ``max_length``, ``dtype``, ``batch_size``,
     ``max_batch_tokens``, and the sentence-transformers settings ``prompts``,
     ``default_prompt_name``, ``similarity_fn_name``, ``truncate_dim``.
@@ -253,7 +253,7 @@ class GTEEncoder:
                 Face layout or written by ``gte-jax convert``.
             dtype: ``"float32"`` (matches PyTorch), ``"bfloat16"`` (bf16 weights and matmul
                 operands, float32 accumulation; min cosine to float32 about 0.99999) or ``"int8"``
-                (dense layers dynamically quantised, :mod:`gte_jax.int8`; about 0.99). On CPU both
+                (dense layers dynamically quantised, :mod:`gte_jax.models.int8`; about 0.99). On CPU both
                 are faster than float32 where the CPU has the instructions (AVX512-BF16 or AMX for
                 bfloat16, AVX512-VNNI, AVX-VNNI or AMX for int8), and a warning says when it lacks them.
             max_length: truncation length in tokens; defaults to the checkpoint's
@@ -261,12 +261,12 @@ class GTEEncoder:
             mesh: devices to run on; a 1-D ``data`` mesh over all devices by default. A mesh
                 with axes ``("data", "model")`` also splits attention heads and the FFN over
                 ``model`` (tensor parallelism, for gte-large on small devices). A mesh over
-                several processes makes :meth:`encode` a collective (see :mod:`gte_jax.runners`).
+                several processes makes :meth:`encode` a collective (see :mod:`gte_jax.engine.runners`).
             batch_size: most texts per device step, across all devices of the mesh (in every
                 mode); by default the backend's: 64 on CPU, 256 on accelerators.
             max_batch_tokens: most padded tokens per step, across all devices of the mesh, so
                 long texts get fewer rows; by default 1,024 on CPU, 65,536 on accelerators.
-            attention_impl: attention kernel name, see :mod:`gte_jax.attention`; the
+            attention_impl: attention kernel name, see :mod:`gte_jax.kernels.attention`; the
                 backend's fastest by default.
             revision, cache_dir: passed to huggingface_hub for Hub ids.
             prompts: prompt name → text (``{"query": "query: "}``), merged over the checkpoint's
@@ -394,7 +394,7 @@ class GTEEncoder:
             truncate_dim: keep the first this many dimensions (Matryoshka), before normalising;
                 by default the encoder's :attr:`truncate_dim` (all dimensions when None).
             precision: ``"float32"``, or ``"int8"``, ``"uint8"``, ``"binary"``, ``"ubinary"``
-                (see :mod:`gte_jax.quantization`), applied last.
+                (see :mod:`gte_jax.engine.quantization`), applied last.
             output_value: ``"sentence_embedding"``, or ``"token_embeddings"``: each text's last
                 hidden states, one float32 ``[tokens, hidden]`` array per text (its real tokens,
                 [CLS] and [SEP] included), not pooled, truncated or normalised.
@@ -676,8 +676,8 @@ class GTEEncoder:
         """Writes the model as a sentence-transformers folder with the family's Hugging Face weights, which
         ``SentenceTransformer(path)``, ``transformers`` and :meth:`from_pretrained` load, with every sentence
         setting of :meth:`sentence_config`; tokenizer files, licence and unused tensors come from the directory
-        the encoder was loaded from. See :func:`gte_jax.export.save_pretrained`. Returns ``path``."""
-        from gte_jax import export
+        the encoder was loaded from. See :func:`gte_jax.checkpoints.export.save_pretrained`. Returns ``path``."""
+        from gte_jax.checkpoints import export
 
         return export.save_pretrained(
             self.model, path, source_dir=self.source_dir, tokenizer=self.tokenizer, sentence=self.sentence_config()

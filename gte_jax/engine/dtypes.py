@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # float32: PyTorch's numbers. bfloat16: bf16 weights and matmul operands, float32 accumulation and
 # float32 LayerNorm/softmax/pooling. int8: a float32 model whose dense layers are dynamically
-# quantised (gte_jax.int8).
+# quantised (gte_jax.models.int8).
 DTYPES = ("float32", "bfloat16", "int8")
 
 HELP = (

@@ -10,8 +10,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-DATA = "data"
-MODEL = "model"
+from gte_jax.models.family import DATA, MODEL
 
 
 def default_mesh() -> Mesh:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import os
 from typing import Any
 
-from gte_jax.errors import UserError
+from gte_jax.errors import ConfigError
+from gte_jax.files import read_json_object
 
 # BERT checkpoints we can run: absolute positions, post-LN, exact GELU.
 _SUPPORTED_MODEL_TYPES = ("bert",)
@@ -24,11 +24,6 @@ _SIZES = (
     "max_position_embeddings",
     "type_vocab_size",
 )
-
-
-class ConfigError(ValueError, UserError):
-    """A model directory's settings (``config.json``, tokenizer, pooling files) are missing, malformed or
-    unsupported; the message names the file (if any) and the field."""
 
 
 def _is_int(value: Any) -> bool:
@@ -143,28 +138,3 @@ class GTEConfig:
             "position_embedding_type": "absolute",
             **dataclasses.asdict(self),
         }
-
-
-def read_json_object(path: str) -> dict[str, Any]:
-    """A ``config.json`` as a dict.
-
-    Raises:
-        ConfigError: the file is missing, not UTF-8 JSON, or not an object (the message names it).
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            hf = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; pass a model directory that holds its config.json.") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-            "restore the model's original config.json."
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text; restore the model's original config.json.") from None
-    if not isinstance(hf, dict):
-        raise ConfigError(
-            f"{path} holds a JSON {type(hf).__name__}, not an object; restore the model's original config.json."
-        )
-    return hf

@@ -9,18 +9,19 @@ import functools
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from gte_jax import sharding
-from gte_jax.attention import default_impl
-from gte_jax.cpu_features import warn_if_slow
-from gte_jax.dtypes import DTYPES
-from gte_jax.hub import resolve_model_dir
-from gte_jax.int8 import quantize_linear
-from gte_jax.modeling import BertModel, default_act_dtype
+from gte_jax.checkpoints.hub import resolve_model_dir
+from gte_jax.checkpoints.params import check_vocab, find_weights, load_model
+from gte_jax.checkpoints.sentence_config import SentenceConfig, read_sentence_config
+from gte_jax.engine import sharding
+from gte_jax.engine.cpu_features import warn_if_slow
+from gte_jax.engine.dtypes import DTYPES
+from gte_jax.engine.tokenization import Tokenizer
+from gte_jax.kernels.attention import default_impl
 from gte_jax.models import read_config
+from gte_jax.models.bert.modeling import BertModel
 from gte_jax.models.family import Family
-from gte_jax.params import check_vocab, find_weights, load_model
-from gte_jax.sentence_config import SentenceConfig, read_sentence_config
-from gte_jax.tokenization import Tokenizer
+from gte_jax.models.int8 import quantize_linear
+from gte_jax.models.layers import default_act_dtype
 
 _PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "int8": jnp.float32}
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gte_jax.modeling import Einsum
+from gte_jax.models.layers import Einsum
 
 _QMAX = 127.0
 
@@ -47,7 +47,7 @@ def _quantize_kernel(w: jax.Array, contracted: tuple[int, ...]) -> tuple[jax.Arr
 
 
 class Int8Einsum(nnx.Module):
-    """:class:`~gte_jax.modeling.Einsum` with an int8 kernel and per-token int8 inputs.
+    """:class:`~gte_jax.models.bert.modeling.Einsum` with an int8 kernel and per-token int8 inputs.
 
     Built from a float layer with :meth:`from_float`; the float32 bias is kept as it is.
     """

@@ -18,13 +18,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from gte_jax import batching, runners, sharding
-from gte_jax.config import ConfigError
-from gte_jax.hub import read_json, resolve_model_dir
-from gte_jax.loading import load
+from gte_jax.checkpoints.hub import read_json, resolve_model_dir
+from gte_jax.engine import batching, runners, sharding
+from gte_jax.engine.loading import load
+from gte_jax.engine.registry import Registry
+from gte_jax.engine.tokenization import MAX_PAIR_VOCAB, Tokenizer, lone_surrogate, unpack_segments
+from gte_jax.errors import ConfigError
 from gte_jax.models.heads import CrossEncoderModel
-from gte_jax.registry import Registry
-from gte_jax.tokenization import MAX_PAIR_VOCAB, Tokenizer, lone_surrogate, unpack_segments
 
 ACTIVATIONS = ("sigmoid", "identity", "softmax", "tanh")
 # sentence-transformers saves the activation as a torch class path; its last part names it.

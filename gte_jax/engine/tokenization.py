@@ -33,8 +33,8 @@ from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
-from gte_jax.config import ConfigError
-from gte_jax.hub import read_json
+from gte_jax.checkpoints.hub import read_json
+from gte_jax.errors import ConfigError
 
 # Far more characters than a WordPiece token ever covers in English prose.
 CHARS_PER_TOKEN = 20

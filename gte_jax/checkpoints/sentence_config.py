@@ -16,10 +16,10 @@ import dataclasses
 import os
 from typing import Any
 
-from gte_jax.config import ConfigError
-from gte_jax.hub import read_json
-from gte_jax.pooling import POOLING_MODES
-from gte_jax.similarity import SIMILARITY_FUNCTIONS
+from gte_jax.checkpoints.hub import read_json
+from gte_jax.errors import ConfigError
+from gte_jax.models.pooling import POOLING_MODES
+from gte_jax.models.similarity import SIMILARITY_FUNCTIONS
 
 # Legacy boolean keys, in the order sentence-transformers concatenates their modes.
 _LEGACY_MODE_KEYS = {
@@ -40,7 +40,7 @@ class SentenceConfig:
     """A checkpoint's sentence-transformers settings; the defaults are those of a bare BERT directory."""
 
     pooling: str = "mean"
-    """Pooling mode, or modes joined by ``+`` (concatenated), see :mod:`gte_jax.pooling`."""
+    """Pooling mode, or modes joined by ``+`` (concatenated), see :mod:`gte_jax.models.pooling`."""
     include_prompt: bool = True
     """Whether prompt tokens count in the pooling (``False`` for INSTRUCTOR-style checkpoints)."""
     normalize_module: bool = False

@@ -17,22 +17,30 @@ import re
 import shutil
 import uuid
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 from flax import nnx
 from tokenizers import Tokenizer as HFTokenizer
 
-from gte_jax.config import GTEConfig
+from gte_jax.checkpoints.hub import SAFE_WEIGHTS, WEIGHT_FILES, read_json
+from gte_jax.checkpoints.params import find_weights, read_tensors
+from gte_jax.checkpoints.sentence_config import SentenceConfig, read_sentence_config
 from gte_jax.errors import UserError
-from gte_jax.hub import SAFE_WEIGHTS, WEIGHT_FILES, read_json
-from gte_jax.modeling import BertModel
 from gte_jax.models import family_of
-from gte_jax.params import find_weights, read_tensors
-from gte_jax.pooling import pooling_modes
-from gte_jax.sentence_config import SentenceConfig, read_sentence_config
-from gte_jax.tokenization import Tokenizer
+from gte_jax.models.bert.config import GTEConfig
+from gte_jax.models.bert.modeling import BertModel
+from gte_jax.models.pooling import pooling_modes
+
+
+class TokenizerFiles(Protocol):
+    """What export needs of a tokenizer (:class:`gte_jax.engine.tokenization.Tokenizer` is one): its
+    ``tokenizers`` backend, written as ``tokenizer.json``, and its length."""
+
+    backend: Any
+    max_length: int
+
 
 # gte_jax pooling mode -> the sentence-transformers Pooling config key that turns it on (the classic keys).
 _POOLING_KEYS = {
@@ -108,7 +116,7 @@ def save_pretrained(
     *,
     config: GTEConfig | None = None,
     source_dir: str | None = None,
-    tokenizer: Tokenizer | None = None,
+    tokenizer: TokenizerFiles | None = None,
     sentence: SentenceConfig | None = None,
 ) -> str:
     """Writes a sentence-transformers folder with the family's Hugging Face weights (transformers' native layout).
@@ -133,12 +141,12 @@ def save_pretrained(
     Raises:
         ExportError: ``path`` is a file or holds other weights.
         ValueError: neither ``source_dir`` nor ``tokenizer`` gives tokenizer files, an unknown pooling mode,
-            an int8 model (:mod:`gte_jax.int8`; save its float32 original), or weights that are not finite.
+            an int8 model (:mod:`gte_jax.models.int8`; save its float32 original), or weights that are not finite.
     """
     from safetensors.numpy import save_file
 
     state = nnx.state(model) if isinstance(model, nnx.Module) else model
-    if any(getattr(leaf, "dtype", None) == np.int8 for leaf in jax.tree_util.tree_leaves(state)):  # gte_jax.int8
+    if any(getattr(leaf, "dtype", None) == np.int8 for leaf in jax.tree_util.tree_leaves(state)):  # gte_jax.models.int8
         raise ValueError(
             "save_pretrained writes float weights, and this model's dense layers are int8 (dtype='int8'): "
             "save the model loaded with dtype='float32' instead (int8 is applied again at load)."
@@ -211,7 +219,7 @@ def save_pretrained(
 
 
 def _default_sentence(
-    config: Any, default_pooling: str, source_dir: str | None, tokenizer: Tokenizer | None
+    config: Any, default_pooling: str, source_dir: str | None, tokenizer: TokenizerFiles | None
 ) -> SentenceConfig:
     if source_dir:
         return read_sentence_config(source_dir, default_pooling=default_pooling)

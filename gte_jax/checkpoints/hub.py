@@ -6,8 +6,7 @@ import json
 import os
 from typing import Any
 
-from gte_jax.config import ConfigError
-from gte_jax.errors import UserError
+from gte_jax.errors import ConfigError, UserError
 
 DEFAULT_MODEL = "thenlper/gte-small"
 
@@ -144,7 +143,7 @@ def resolve_model_dir(name_or_path: str, *, revision: str | None = None, cache_d
         if modules:  # a Pooling folder under another name than 1_Pooling: known only once modules.json is in
             local = fetch(modules)
     except (OSError, ValueError, HFValidationError) as e:  # hub errors subclass these
-        from gte_jax.demo import offline_hint  # imported here: the demo module builds on this one
+        from gte_jax.checkpoints.bundle import offline_hint  # imported here: bundle -> params -> hub
 
         if offline is not None and isinstance(e, LocalEntryNotFoundError):
             reason = f"{offline}; it is not in the cache"

@@ -20,16 +20,12 @@ import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
-from gte_jax.config import GTEConfig
-from gte_jax.errors import UserError
-from gte_jax.hub import FLAX_WEIGHTS, WEIGHT_FILES
-from gte_jax.modeling import BertModel
+from gte_jax.checkpoints.hub import FLAX_WEIGHTS, WEIGHT_FILES
+from gte_jax.errors import CheckpointError
+from gte_jax.models.bert.config import GTEConfig
+from gte_jax.models.bert.modeling import BertModel
 from gte_jax.models.family import Family
 from gte_jax.models.heads import CrossEncoderModel, cross_encoder_conversion
-
-
-class CheckpointError(ValueError, UserError):
-    """A checkpoint does not fit the model; the message lists every problem."""
 
 
 def map_key(hf_key: str, family: Family | None = None) -> list[str] | None:
@@ -188,7 +184,7 @@ def load_model(
         cfg: the model's shapes; each tensor is checked against them.
         dtype: parameter dtype; checkpoint floats are cast to it.
         act_dtype: the hidden states' dtype (see :class:`BertModel`).
-        attention_impl: see :mod:`gte_jax.attention`.
+        attention_impl: see :mod:`gte_jax.kernels.attention`.
         sharding: maps an NNX path to the parameter's sharding (default device when None).
         family: the model family (its module and conversion rules); BERT when None.
         num_labels: load a sequence-classification checkpoint (a cross-encoder) with this many labels: a

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from gte_jax import batching, sharding
+from gte_jax.engine import batching, sharding
 
 # (input_ids, attention_mask) -> [rows, dim] vectors, on the mesh.
 Step = Callable[[jax.Array, jax.Array], jax.Array]

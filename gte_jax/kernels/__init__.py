@@ -1,0 +1,1 @@
+"""The lowest layer: attention kernels by backend (XLA einsums, chunked online softmax, cuDNN, splash)."""
