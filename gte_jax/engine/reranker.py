@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import jax
@@ -97,8 +97,10 @@ class GTEReranker:
         max_batch_tokens: int | None = None,
         name: str = "",
         dtype: str = "float32",
+        labels: Sequence[str] | None = None,
     ):
         self.model = model
+        self.labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(num_labels)]
         self.tokenizer = tokenizer
         self.config = model.config
         self.num_labels = num_labels
@@ -201,6 +203,7 @@ class GTEReranker:
             max_batch_tokens=max_batch_tokens,
             name=str(name_or_path),
             dtype=dtype,
+            labels=_labels(hf, num_labels),
         )
 
     def predict(
@@ -236,9 +239,8 @@ class GTEReranker:
         logits = np.zeros((len(checked), self.num_labels), dtype=np.float32)
         if checked or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
             token_ids = self.tokenizer.pairs(checked)
-            step = functools.partial(self._logits, self._state)
             with _progress(len(checked), show_progress) as bar:
-                for indices, results in self.runner.run(step, token_ids, self.runner.plan(token_ids, rows)):
+                for indices, results in self.encode_batches(token_ids, self.plan(token_ids, rows)):
                     logits[indices] = results
                     if bar is not None:
                         bar.update(len(indices))
@@ -279,12 +281,51 @@ class GTEReranker:
             results.append(item)
         return results
 
-    def warmup(self, *, batch_size: int | None = None) -> int:
-        """Compiles every program :meth:`predict` can run; returns how many."""
+    @property
+    def dim(self) -> int:
+        """Logits per pair (``num_labels``): the row width of :meth:`encode_batches`' results."""
+        return self.num_labels
+
+    def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
+        """The padded batches of packed pair ids (:meth:`Tokenizer.pairs`) the engine runs, as for the encoder."""
+        return self.runner.plan(token_ids, _positive("batch_size", batch_size) or self.batch_size)
+
+    def encode_batches(
+        self, token_ids: list[np.ndarray], batches: list[batching.Batch], *, normalize: bool = True
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Runs :meth:`plan`'s batches in the given order, yielding ``(indices, logits)`` per device step:
+        the encoder's engine interface, so the server's batcher schedules pairs as it does texts.
+        ``normalize`` is ignored (logits are raw; :func:`activate` turns them into scores)."""
+        yield from self.runner.run(functools.partial(self._logits, self._state), token_ids, batches)
+
+    def warmup(self, *, batch_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> int:
+        """Compiles every program :meth:`predict` can run; returns how many. ``progress`` is called with
+        ``(compiled, total)`` before the first shape and after each one."""
         rows = _positive("batch_size", batch_size) or self.batch_size
         shapes = self.runner.shapes(rows)
-        self.runner.warm(functools.partial(self._logits, self._state), shapes)
+        step = functools.partial(self._logits, self._state)
+        for done, shape in enumerate(shapes):
+            if progress is not None:
+                progress(done, len(shapes))
+            self.runner.warm(step, [shape])
+        if progress is not None:
+            progress(len(shapes), len(shapes))
         return len(shapes)
+
+
+def is_cross_encoder(name_or_path: str) -> bool:
+    """Whether a checkpoint is a sequence classifier (its ``config.json`` names a ``*ForSequenceClassification``
+    architecture), which :class:`GTEReranker` runs, rather than an embedding model."""
+    hf = read_json(resolve_model_dir(name_or_path), "config.json") or {}
+    architectures = hf.get("architectures") if isinstance(hf, dict) else None
+    return isinstance(architectures, list) and any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
+def _labels(hf: dict[str, Any], num_labels: int) -> list[str]:
+    """``config.json``'s ``id2label`` names in id order, else ``LABEL_i``."""
+    names = hf.get("id2label")
+    names = names if isinstance(names, dict) else {}
+    return [str(names.get(str(i), names.get(i, f"LABEL_{i}"))) for i in range(num_labels)]
 
 
 def _default_max_length(model_dir: str, hf: dict[str, Any]) -> int | None:

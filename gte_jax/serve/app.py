@@ -38,7 +38,7 @@ from gte_jax.serve.schemas import Inputs, RequestError
 T = TypeVar("T")  # a parsed request
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})  # answered without the API key, for probes and scrapers
-OPENAI_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/models"})
+OPENAI_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/models", "/v1/rerank"})
 # A body over the limit is still read (and dropped) up to this size, so the client gets to read the 413
 # instead of a connection reset; past it the connection is closed.
 DRAIN_LIMIT = 64 << 20
@@ -62,6 +62,8 @@ class Settings:
     payload_limit: int = 2_000_000
     body_timeout: float = defaults.BODY_TIMEOUT
     warmed_up: bool = False
+    reranker_id: str = ""
+    served_reranker_name: str = ""
 
 
 def _api(path: str) -> str:
@@ -139,18 +141,35 @@ async def _disconnected(receive: Receive) -> None:
 
 
 class Server:
-    """The routes' shared state: the encoder, the batcher, the metrics and the limits."""
+    """The routes' shared state: the encoder and its batcher, the reranker's routes, the metrics and the limits.
 
-    def __init__(self, encoder: Any, settings: Settings):
+    ``encoder`` is None when the server runs a reranker alone (``gte-jax serve --model RERANKER``).
+    """
+
+    def __init__(self, encoder: Any, settings: Settings, reranker: Any = None):
+        from gte_jax.serve.rerank import RerankRoutes
+
+        if encoder is None and reranker is None:
+            raise ValueError("a server needs an encoder, a reranker or both")
         self.encoder = encoder
         self.settings = settings
         self.metrics = Metrics()
-        self.batcher = Batcher(encoder, round_steps=settings.round_steps, metrics=self.metrics)
-        self.metrics.watch_queue(lambda: self.batcher.queued_requests, lambda: self.batcher.queued_inputs)
+        model = encoder if encoder is not None else reranker
+        self.rerank = RerankRoutes(self, reranker) if reranker is not None else None
+        self.batchers = [] if self.rerank is None else [self.rerank.batcher]
+        if encoder is not None:
+            self.batcher = Batcher(encoder, round_steps=settings.round_steps, metrics=self.metrics)
+            self.batchers.insert(0, self.batcher)
+        else:
+            assert self.rerank is not None
+            self.batcher = self.rerank.batcher  # the one engine queue, for the routes every server has
+        self.metrics.watch_queue(
+            lambda: sum(b.queued_requests for b in self.batchers), lambda: sum(b.queued_inputs for b in self.batchers)
+        )
         self.limits = schemas.Limits(
-            dim=encoder.dim,
-            max_length=encoder.max_length,
-            vocab_size=encoder.config.vocab_size,
+            dim=model.dim,
+            max_length=model.max_length,
+            vocab_size=model.config.vocab_size,
             max_client_batch_size=settings.max_client_batch_size,
         )
         self.in_flight = 0  # only touched on the event loop
@@ -284,9 +303,16 @@ class Server:
         return [i for i, t in zip(full, longer, strict=True) if len(t) > limit]
 
     async def _embed(self, request: Request, ids: list[np.ndarray], normalize: bool) -> np.ndarray | None:
-        """The vectors of ``ids`` from the batcher; None if the client disconnected first (its work is dropped)."""
+        """The vectors of ``ids`` from the encoder's batcher; None if the client disconnected first."""
+        return await self.run_job(request, self.batcher, ids, normalize=normalize)
+
+    async def run_job(
+        self, request: Request, batcher: Batcher, ids: list[np.ndarray], *, normalize: bool
+    ) -> np.ndarray | None:
+        """The rows of ``ids`` from ``batcher`` (vectors, or a reranker's logits); None if the client disconnected
+        first (its queued work is dropped)."""
         try:
-            job = self.batcher.submit(ids, normalize=normalize)
+            job = batcher.submit(ids, normalize=normalize)
         except ShuttingDown as e:
             raise RequestError(str(e), status=503) from None
         gone = asyncio.ensure_future(_disconnected(request.receive))
@@ -294,25 +320,25 @@ class Server:
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            self.batcher.cancel(job)
+            batcher.cancel(job)
             raise
         finally:
             gone.cancel()
         if not job.future.done():
-            self.batcher.cancel(job)
+            batcher.cancel(job)
             job.future.cancel()
             return None
         try:
             vectors = job.future.result()
         except NonFiniteVectors as e:
-            raise RequestError(f"the model could not embed this request: {e}", status=500) from None
+            raise RequestError(f"the model could not answer this request: {e}", status=500) from None
         except Exception as e:  # the engine failed (device error): the server's fault, not the client's
             raise RequestError(f"the engine failed on this request ({type(e).__name__}: {e})", status=500) from e
         self.metrics.inputs.inc(len(ids))
         self.metrics.tokens.inc(sum(len(t) for t in ids))
         return vectors
 
-    async def _answer(
+    async def answer(
         self,
         request: Request,
         parse: Callable[[dict[str, Any], schemas.Limits], T],
@@ -373,7 +399,7 @@ class Server:
                 )
             )
 
-        return await self._answer(request, schemas.parse_openai, handle)
+        return await self.answer(request, schemas.parse_openai, handle)
 
     async def embed(self, request: Request) -> Response:
         """TEI's ``POST /embed``: ``{"inputs", "normalize", "truncate", "dimensions"}`` -> ``[[float]]``."""
@@ -389,7 +415,7 @@ class Server:
                 lambda: schemas.tei_body(schemas.shape_vectors(vectors, req.dimensions, req.normalize))
             )
 
-        return await self._answer(request, schemas.parse_embed, handle)
+        return await self.answer(request, schemas.parse_embed, handle)
 
     async def tokenize(self, request: Request) -> Response:
         """TEI's ``POST /tokenize``: the tokens the model sees (cut to its limit), with character offsets."""
@@ -399,7 +425,7 @@ class Server:
                 await self._tokenized(Inputs(texts=req.texts), False, "inputs", req.prompt_name)
             return await self._respond(lambda: schemas.tokens_body(self._tokens(req)))
 
-        return await self._answer(request, schemas.parse_tokenize, handle)
+        return await self.answer(request, schemas.parse_tokenize, handle)
 
     def _tokens(self, req: schemas.TokenizeRequest) -> list[list[dict[str, Any]]]:
         """The tokens the model sees of each text, tokenising only the part of a long text that it keeps."""
@@ -414,33 +440,47 @@ class Server:
 
     async def health(self, request: Request) -> Response:
         """``GET /health``: 200 while the engine's worker runs and its last step gave finite vectors, else 503."""
-        if not self.batcher.alive:
-            error = RequestError("the engine worker has stopped; restart the server", status=503)
-            return error_response(request.url.path, error)
-        if self.batcher.nonfinite is not None:
-            return error_response(request.url.path, RequestError(self.batcher.nonfinite, status=503))
+        for batcher in self.batchers:
+            if not batcher.alive:
+                error = RequestError("the engine worker has stopped; restart the server", status=503)
+                return error_response(request.url.path, error)
+            if batcher.nonfinite is not None:
+                return error_response(request.url.path, RequestError(batcher.nonfinite, status=503))
         return JSONResponse({"status": "ok"})
 
     async def info(self, request: Request) -> Response:
         """``GET /info``: the model, the devices and the batching limits (TEI's field names where they exist)."""
         from gte_jax import __version__
 
-        enc, s = self.encoder, self.settings
-        devices = list(enc.mesh.devices.flat)
+        s = self.settings
+        model = self.encoder if self.encoder is not None else self.rerank.reranker  # type: ignore[union-attr]
+        devices = list(model.mesh.devices.flat)
+        model_type: dict[str, Any] = {}
+        if self.encoder is not None:
+            model_type["embedding"] = {"pooling": self.encoder.pooling, "dimension": self.encoder.dim}
+        if self.rerank is not None:
+            rr = self.rerank.reranker
+            model_type["reranker"] = {
+                "id2label": dict(enumerate(rr.labels)),
+                "activation": rr.activation,
+                "model_id": s.reranker_id,
+                "served_model_name": s.served_reranker_name,
+                "max_input_length": rr.max_length,
+            }
         return JSONResponse(
             {
                 "model_id": s.model_id,
                 "served_model_name": s.served_model_name,
                 "model_dtype": s.dtype,
-                "model_type": {"embedding": {"pooling": enc.pooling}},
-                "dimension": enc.dim,
-                "max_input_length": enc.max_length,
+                "model_type": model_type,
+                "dimension": model.dim,
+                "max_input_length": model.max_length,
                 "vocab_size": self.limits.vocab_size,
                 "auto_truncate": True,
                 "platform": devices[0].platform,
                 "devices": [str(d) for d in devices],
-                "max_batch_tokens": enc.max_batch_tokens,
-                "step_batch_size": enc.batch_size,
+                "max_batch_tokens": model.max_batch_tokens,
+                "step_batch_size": model.batch_size,
                 "max_client_batch_size": s.max_client_batch_size,
                 "max_concurrent_requests": s.max_concurrent_requests,
                 "payload_limit": s.payload_limit,
@@ -461,25 +501,38 @@ class Server:
         return Response(body, headers={"Content-Type": content_type})
 
 
-def create_app(encoder: Any, settings: Settings) -> Starlette:
-    """The ASGI app serving ``encoder`` (a :class:`~gte_jax.GTEEncoder`); its batcher runs between startup and
-    shutdown (the ASGI lifespan), and shutdown finishes the queued work first.
+def create_app(encoder: Any, settings: Settings, reranker: Any = None) -> Starlette:
+    """The ASGI app serving ``encoder`` (a :class:`~gte_jax.GTEEncoder`, or None) and ``reranker`` (a
+    :class:`~gte_jax.GTEReranker`, or None); their batchers run between startup and shutdown (the ASGI
+    lifespan), and shutdown finishes the queued work first.
     """
-    server = Server(encoder, settings)
+    server = Server(encoder, settings, reranker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        server.batcher.start()
+        for batcher in server.batchers:
+            batcher.start()
         try:
             yield
         finally:
-            await run_in_threadpool(server.batcher.close)
+            for batcher in server.batchers:
+                await run_in_threadpool(batcher.close)
 
-    table = [
-        ("POST", "/v1/embeddings", server.openai_embeddings),
-        ("POST", "/embeddings", server.openai_embeddings),
-        ("POST", "/embed", server.embed),
-        ("POST", "/tokenize", server.tokenize),
+    table: list[tuple[str, str, Callable[[Request], Awaitable[Response]]]] = []
+    if encoder is not None:
+        table += [
+            ("POST", "/v1/embeddings", server.openai_embeddings),
+            ("POST", "/embeddings", server.openai_embeddings),
+            ("POST", "/embed", server.embed),
+            ("POST", "/tokenize", server.tokenize),
+        ]
+    if server.rerank is not None:
+        table += [
+            ("POST", "/rerank", server.rerank.tei_rerank),
+            ("POST", "/predict", server.rerank.predict),
+            ("POST", "/v1/rerank", server.rerank.cohere_rerank),
+        ]
+    table += [
         ("GET", "/health", server.health),
         ("GET", "/info", server.info),
         ("GET", "/metrics", server.prometheus),

@@ -20,7 +20,7 @@ from gte_jax.engine.dtypes import HELP as DTYPES_HELP
 from gte_jax.serve import defaults
 
 if TYPE_CHECKING:
-    from gte_jax import GTEEncoder
+    from gte_jax import GTEEncoder, GTEReranker
 
 # Only light standard modules at import time: `gte-jax --help` builds every subcommand's parser.
 
@@ -71,7 +71,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default=None, help="hub id or local model directory (default: thenlper/gte-small)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="hub id or local model directory (default: thenlper/gte-small); a cross-encoder (a "
+        "*ForSequenceClassification checkpoint) is served as a reranker (/rerank, /predict, /v1/rerank)",
+    )
+    p.add_argument(
+        "--reranker",
+        default=None,
+        help="a cross-encoder to serve beside --model's embeddings from the same process: TEI's /rerank and "
+        "/predict, and the Cohere/Jina /v1/rerank",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default: 8080)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help=DTYPES_HELP)
@@ -233,8 +244,9 @@ def main(args: argparse.Namespace) -> int:
             f"{args.port}: pick another --port or --host"
         )
 
-    from gte_jax import DEFAULT_MODEL, GTEEncoder
+    from gte_jax import DEFAULT_MODEL, GTEEncoder, GTEReranker
     from gte_jax.engine import sharding
+    from gte_jax.engine.reranker import is_cross_encoder
     from gte_jax.errors import UserError
     from gte_jax.serve.app import Settings, create_app
 
@@ -246,31 +258,45 @@ def main(args: argparse.Namespace) -> int:
     log.propagate = False
     model = args.model or DEFAULT_MODEL
     mesh = sharding.local_mesh()
+    loads = dict(
+        dtype=args.dtype,
+        max_length=args.max_length,
+        mesh=mesh,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+    )
+    enc: GTEEncoder | None = None
+    reranker: GTEReranker | None = None
     began = time.perf_counter()
     try:
-        enc = GTEEncoder.from_pretrained(
-            model,
-            dtype=args.dtype,
-            max_length=args.max_length,
-            mesh=mesh,
-            batch_size=args.batch_size,
-            max_batch_tokens=args.max_batch_tokens,
-        )
+        if args.reranker is None and is_cross_encoder(model):
+            reranker_name, reranker = model, GTEReranker.from_pretrained(model, **loads)
+        else:
+            enc = GTEEncoder.from_pretrained(model, **loads)
+            reranker_name = args.reranker or ""
+            if args.reranker is not None:
+                reranker = GTEReranker.from_pretrained(args.reranker, **loads)
     except (UserError, ValueError) as e:
         sock.close()
         return _fail(str(e))
-    log.info(
-        "loaded %s in %.1f s: dimension %d, at most %d tokens, %s, on %d %s device(s)",
-        model,
-        time.perf_counter() - began,
-        enc.dim,
-        enc.max_length,
-        args.dtype,
-        len(mesh.devices.flat),
-        mesh.devices.flat[0].platform,
-    )
+    for what, name, m in (("embeddings", model, enc), ("reranker", reranker_name, reranker)):
+        if m is not None:
+            log.info(
+                "loaded %s %s: %s %d, at most %d tokens, %s, on %d %s device(s) (%.1f s since start)",
+                what,
+                name,
+                "dimension" if what == "embeddings" else "labels",
+                m.dim,
+                m.max_length,
+                args.dtype,
+                len(mesh.devices.flat),
+                mesh.devices.flat[0].platform,
+                time.perf_counter() - began,
+            )
     if args.warmup:
-        _warm_up(enc, log)
+        for m in (enc, reranker):
+            if m is not None:
+                _warm_up(m, log)
     settings = Settings(
         model_id=served_name(model),
         served_model_name=args.served_model_name or served_name(model),
@@ -282,9 +308,11 @@ def main(args: argparse.Namespace) -> int:
         payload_limit=args.payload_limit,
         body_timeout=args.body_timeout,
         warmed_up=args.warmup,
+        reranker_id=served_name(reranker_name) if reranker is not None else "",
+        served_reranker_name=served_name(reranker_name) if reranker is not None else "",
     )
     config = uvicorn.Config(
-        create_app(enc, settings),
+        create_app(enc, settings, reranker),
         log_level=args.log_level,
         # SIGTERM: finish the requests in flight, but within a bound (a stalled client cannot hold it off).
         timeout_graceful_shutdown=args.graceful_shutdown_timeout,
@@ -294,12 +322,14 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     url = f"http://[{args.host}]:{args.port}" if ":" in args.host else f"http://{args.host}:{args.port}"
-    log.info("serving %s on %s (OpenAI /v1/embeddings, TEI /embed)", settings.served_model_name, url)
+    routes = ["OpenAI /v1/embeddings, TEI /embed"] if enc is not None else []
+    routes += ["TEI /rerank and /predict, Cohere/Jina /v1/rerank"] if reranker is not None else []
+    log.info("serving %s on %s (%s)", settings.served_model_name, url, "; ".join(routes))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
-def _warm_up(enc: GTEEncoder, log: logging.Logger) -> None:
+def _warm_up(enc: GTEEncoder | GTEReranker, log: logging.Logger) -> None:
     """Compiles every batch shape before listening, logging progress (about a minute on a 2-core CPU)."""
     import time
 
