@@ -40,7 +40,7 @@ def embed_texts(
 ) -> tuple[np.ndarray, int]:
     """``[len(texts), dim]`` float32 embeddings and the number of tokens they took (``prompt`` put before
     each text, as ``enc.encode(texts, prompt=prompt)`` does)."""
-    token_ids = enc.tokenize([prompt + t for t in texts] if prompt else texts)
+    token_ids = enc.prepare(texts, prompt=prompt)
     out = enc.encode_tokens(token_ids, batch_size=batch_size, normalize=normalize, truncate_dim=truncate_dim)
     return out, sum(len(t) for t in token_ids)
 
@@ -59,8 +59,6 @@ def resolve_options(enc: GTEEncoder, job: EmbedJob) -> tuple[str, int]:
         prompt = resolve_prompt(enc.prompts, enc.default_prompt_name, None, job.prompt_name, no_prompts=CLI_NO_PROMPTS)
     except ValueError as e:
         raise OptionError(f"--prompt-name: {e}") from None
-    if prompt and not enc.include_prompt:
-        raise OptionError(f"{job.model} pools without its prompt tokens, which gte_jax does not run; drop the prompt.")
     count = prompt_tokens_if_too_long(enc.tokenizer, prompt)
     if count is not None:
         limit = enc.config.max_position_embeddings

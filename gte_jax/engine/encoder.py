@@ -42,7 +42,7 @@ from gte_jax.engine.prompts import (
 )
 from gte_jax.engine.quantization import RANGED, check_precision, quantize_embeddings
 from gte_jax.engine.registry import Registry
-from gte_jax.engine.tokenization import Tokenizer, lone_surrogate
+from gte_jax.engine.tokenization import Tokenizer, lone_surrogate, mark_unpooled, pooled, unpack_segments
 from gte_jax.models import param_dtype
 from gte_jax.models import similarity as sim
 from gte_jax.models.bert.config import GTEConfig
@@ -71,8 +71,10 @@ def _embed(
     normalize: bool,
 ) -> jax.Array:
     model = nnx.merge(graphdef, state)
-    hidden = model(input_ids, attention_mask)  # [B, T, D]
-    vectors = pool(hidden, attention_mask, pooling)  # [B, modes * D] float32
+    ids, _ = unpack_segments(input_ids)
+    hidden = model(ids, attention_mask)  # [B, T, D]
+    pool_mask = attention_mask * pooled(input_ids)  # a prompt's tokens are attended to, not pooled, if so marked
+    vectors = pool(hidden, pool_mask, pooling)  # [B, modes * D] float32
     return l2_normalize(vectors) if normalize else vectors
 
 
@@ -80,7 +82,7 @@ def _hidden_states(
     graphdef: nnx.GraphDef[BertModel], state: nnx.State, input_ids: jax.Array, attention_mask: jax.Array
 ) -> jax.Array:
     """The last hidden states in float32, ``[B, T, D]``: ``output_value="token_embeddings"``."""
-    return nnx.merge(graphdef, state)(input_ids, attention_mask).astype(jnp.float32)
+    return nnx.merge(graphdef, state)(unpack_segments(input_ids)[0], attention_mask).astype(jnp.float32)
 
 
 class EncodeOptions(TypedDict, total=False):
@@ -434,12 +436,13 @@ class GTEEncoder:
         truncate_dim = self._truncate_dim(truncate_dim)
         if output_value not in OUTPUT_VALUES:
             raise ValueError(f"output_value {output_value!r} is not supported; use one of {OUTPUT_VALUES}.")
-        texts = self._with_prompt(texts, resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name))
+        text = resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name)
+        tokens = functools.partial(self._prompted_ids, prompt=text, unpooled=self._prompt_tokens(text))
         out: np.ndarray | list[np.ndarray]
         if output_value == "token_embeddings":
-            out = self._token_embeddings(texts, batch_size, show_progress)
+            out = self._token_embeddings(texts, tokens, batch_size, show_progress)
         else:
-            out = self._sentence_embeddings(texts, batch_size, normalize, truncate_dim, show_progress)
+            out = self._sentence_embeddings(texts, tokens, batch_size, normalize, truncate_dim, show_progress)
         if precision != "float32":
             out = quantize_embeddings(out, precision, ranges=ranges, calibration_embeddings=calibration_embeddings)
         return out[0] if single else out
@@ -586,38 +589,68 @@ class GTEEncoder:
             raise ValueError(f"truncate_dim {value} is more than this model's {dims} dimensions; use 1 to {dims}.")
         return None if value == self.pooled_dim else value
 
-    def _with_prompt(self, texts: list[str], prompt: str) -> list[str]:
+    def prepare(
+        self, texts: list[str], *, prompt: str | None = None, prompt_name: str | None = None
+    ) -> list[np.ndarray]:
+        """The token ids :meth:`encode` runs for ``texts``: the one path from texts to ids, which the server, the
+        corpus job and Ray take too.
+
+        The prompt (``prompt``, else ``prompt_name``'s, else the default prompt's) is put before each text;
+        under ``include_prompt: false`` its tokens are marked so that pooling leaves them out, as
+        sentence-transformers does (they are still attended to).
+
+        Raises:
+            ValueError: an unknown ``prompt_name``, or a prompt holding a lone surrogate.
+        """
+        text = resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name)
+        return self._prompted_ids(texts, text, self._prompt_tokens(text))
+
+    def _prompt_tokens(self, prompt: str) -> int:
+        """How many leading tokens pooling skips for ``prompt`` (checked once): sentence-transformers'
+        ``prompt_length``, the prompt's tokens with the leading special token, under ``include_prompt: false``;
+        else 0."""
         if not prompt:
-            return texts
-        if not self.include_prompt:
-            raise ValueError(
-                f"{self.name or 'this model'} pools without its prompt tokens (include_prompt false in its Pooling "
-                "config), which gte_jax does not run; encode without a prompt, or use sentence-transformers."
-            )
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ValueError(f"prompt holds a lone surrogate at character {e.start}; drop it.") from None
+            return 0
+        at = lone_surrogate(prompt)
+        if at is not None:
+            raise ValueError(f"prompt holds a lone surrogate at character {at}; drop it.")
         if prompt not in self._checked_prompts:
             self._checked_prompts.add(prompt)
             count = prompt_tokens_if_too_long(self.tokenizer, prompt)
             if count is not None:
                 message = too_long_prompt(prompt, count, self.max_length)
-                warnings.warn(f"{message}; use a shorter prompt or a larger max_length.", RuntimeWarning, stacklevel=3)
-        return [prompt + t for t in texts]
+                warnings.warn(f"{message}; use a shorter prompt or a larger max_length.", RuntimeWarning, stacklevel=4)
+        return 0 if self.include_prompt else len(self.tokenize([prompt])[0]) - 1
+
+    def _prompted_ids(self, texts: list[str], prompt: str, unpooled: int) -> list[np.ndarray]:
+        ids = self.tokenize([prompt + t for t in texts] if prompt else texts)
+        return [mark_unpooled(t, unpooled) for t in ids] if unpooled else ids
 
     def _sentence_embeddings(
-        self, texts: list[str], batch_size: int, normalize: bool, truncate_dim: int | None, show_progress: bool
+        self,
+        texts: list[str],
+        tokens: Callable[[list[str]], list[np.ndarray]],
+        batch_size: int,
+        normalize: bool,
+        truncate_dim: int | None,
+        show_progress: bool,
     ) -> np.ndarray:
-        if isinstance(self.runner, runners.LockstepRunner):  # collective: plans from all of its texts at once
-            return self._pooled(self.tokenize(texts), batch_size, normalize, truncate_dim, show_progress)
         out = np.zeros((len(texts), self.pooled_dim), dtype=np.float32)
         step = self._step(normalize and truncate_dim is None)  # with truncation, normalising waits for the cut
         with _progress(len(texts), show_progress) as bar:
-            for start, stop in _tokenize_chunks(texts, self.tokenizer.window):
-                for indices, vectors in self._run(step, self.tokenize(texts[start:stop]), batch_size, bar):
+            for start, stop in self._chunks(texts):
+                for indices, vectors in self._run(step, tokens(texts[start:stop]), batch_size, bar):
                     out[start + indices] = vectors
         return sim.truncate_rows(out, truncate_dim, normalize)
+
+    def _chunks(self, texts: list[str]) -> list[tuple[int, int]]:
+        """Where :meth:`encode` cuts ``texts`` to tokenise a few MB at a time. Under ``jax.distributed`` every
+        process runs as many (collective) chunks as the busiest one, empty ones at the end."""
+        chunks = list(_tokenize_chunks(texts, self.tokenizer.window))
+        if isinstance(self.runner, runners.LockstepRunner):
+            most = self.runner.most_of(len(chunks))
+            chunks += [(len(texts), len(texts))] * (most - len(chunks))
+        return chunks
 
     def _pooled(
         self,
@@ -636,14 +669,18 @@ class GTEEncoder:
                     out[indices] = vectors
         return sim.truncate_rows(out, truncate_dim, normalize)
 
-    def _token_embeddings(self, texts: list[str], batch_size: int, show_progress: bool) -> list[np.ndarray]:
+    def _token_embeddings(
+        self,
+        texts: list[str],
+        tokens: Callable[[list[str]], list[np.ndarray]],
+        batch_size: int,
+        show_progress: bool,
+    ) -> list[np.ndarray]:
         rows = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
         step = functools.partial(self._hidden, self._state)
-        lockstep = isinstance(self.runner, runners.LockstepRunner)  # a collective: every text in one run
-        chunks = [(0, len(texts))] if lockstep else _tokenize_chunks(texts, self.tokenizer.window)
         with _progress(len(texts), show_progress) as bar:
-            for start, stop in chunks:
-                token_ids = self.tokenize(texts[start:stop])
+            for start, stop in self._chunks(texts):
+                token_ids = tokens(texts[start:stop])
                 for indices, hidden in self._run(step, token_ids, batch_size, bar):
                     for j, i in enumerate(indices):
                         rows[start + i] = np.array(hidden[j, : len(token_ids[i])])  # a copy: frees the batch

@@ -124,6 +124,12 @@ class LockstepRunner:
         counts = batching.bucket_counts(token_ids, self.buckets)
         return np.asarray(multihost_utils.process_allgather(counts)).max(axis=0)  # [buckets]
 
+    def most_of(self, n: int) -> int:
+        """The largest ``n`` any process passes (an all-gather): how many collective rounds all must run."""
+        from jax.experimental import multihost_utils
+
+        return int(np.asarray(multihost_utils.process_allgather(np.int32(n))).max())
+
     def plan(self, token_ids: list[np.ndarray], batch_size: int) -> list[batching.Batch]:
         most = self._most_per_bucket(token_ids)
         return batching.plan_lockstep(
@@ -162,7 +168,8 @@ class LockstepRunner:
         return pipelined(steps(), to_local)
 
     def warm(self, step: Step, shapes: list[tuple[int, int]]) -> None:
-        self._most_per_bucket([])  # the planning all-gather is a program too
+        self._most_per_bucket([])  # the planning all-gathers are programs too
+        self.most_of(0)
         for rows, length in shapes:
             zeros = self._global(np.zeros((rows // self.processes, length), np.int32))
             step(zeros, zeros).block_until_ready()

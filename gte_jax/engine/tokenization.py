@@ -49,10 +49,12 @@ _CJK = (
 )
 
 
-# Sentence pairs carry their token types (segments) in the high bits of each int32 token id, so that the
-# engine's batching, padding and runners move one array per row for pairs as for single texts.
+# A token's flags ride in the high bits of its int32 id, so that the engine's batching, padding and runners
+# move one array per row whatever the row carries: a pair's segment (token type) for cross-encoders, and
+# whether pooling skips the token (a prompt's tokens under ``include_prompt: false``).
 SEGMENT_SHIFT = 24
 MAX_PAIR_VOCAB = 1 << SEGMENT_SHIFT  # XLM-R's 250,048 ids fit many times over
+UNPOOLED = 1 << 30
 
 
 def pack_segments(ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
@@ -60,9 +62,21 @@ def pack_segments(ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
     return (ids.astype(np.int32) | (type_ids.astype(np.int32) << SEGMENT_SHIFT)).astype(np.int32)
 
 
+def mark_unpooled(ids: np.ndarray, n: int) -> np.ndarray:
+    """``ids`` with its first ``n`` tokens flagged for pooling to skip (they are still attended to)."""
+    out = ids.copy()
+    out[:n] |= UNPOOLED
+    return out
+
+
 def unpack_segments(packed: Any) -> tuple[Any, Any]:
     """``(ids, token_type_ids)`` of packed ids (numpy or jax arrays alike)."""
-    return packed & (MAX_PAIR_VOCAB - 1), packed >> SEGMENT_SHIFT
+    return packed & (MAX_PAIR_VOCAB - 1), (packed >> SEGMENT_SHIFT) & 1
+
+
+def pooled(packed: Any) -> Any:
+    """1 where pooling takes the token, 0 where :func:`mark_unpooled` flagged it (numpy or jax alike)."""
+    return 1 - ((packed >> 30) & 1)
 
 
 def lone_surrogate(text: str) -> int | None:

@@ -262,19 +262,14 @@ class Server:
                 param="prompt_name",
             ) from None
 
-    def _prompted(self, texts: list[str], prompt_name: str | None) -> list[str]:
-        """``texts`` with the prompt ``encode()`` would prepend (see :meth:`_prompt`)."""
-        prompt = self._prompt(prompt_name)
-        return [prompt + t for t in texts] if prompt else texts
-
     def _token_ids(self, inputs: Inputs, truncate: bool, field: str, prompt_name: str | None) -> list[np.ndarray]:
         """Token ids per input, cut to the model's limit (or, if ``truncate`` is false, a 413 for a longer one)."""
         if inputs.token_ids is not None:
             ids, overlong = inputs.token_ids, list(inputs.overlong)
         else:
-            texts = self._prompted(inputs.texts or [], prompt_name)
-            ids = self.encoder.tokenize(texts)
-            overlong = [] if truncate else self._overlong(texts, ids)
+            texts, prompt = inputs.texts or [], self._prompt(prompt_name)
+            ids = self.encoder.prepare(texts, prompt=prompt)  # encode()'s own path from texts to token ids
+            overlong = [] if truncate else self._overlong([prompt + t for t in texts], ids)
         if overlong and not truncate:
             i, limit = overlong[0], self.encoder.max_length
             raise RequestError(
