@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from gte_jax.engine import encoder as encoder_module
+from gte_jax.engine import inputs as encoder_inputs
 from gte_jax.engine.tokenization import Tokenizer
 from gte_jax_convert.reference import torch_embeddings, torch_token_ids
 
@@ -73,7 +73,7 @@ def test_encode_tokenises_a_chunk_at_a_time(minilm, monkeypatch):
     sizes = []
     tokenize = minilm.tokenize
     monkeypatch.setattr(minilm, "tokenize", lambda chunk: sizes.append(len(chunk)) or tokenize(chunk))
-    monkeypatch.setattr(encoder_module, "TOKENIZE_AHEAD_TEXTS", 64)
+    monkeypatch.setattr(encoder_inputs, "TOKENIZE_AHEAD_TEXTS", 64)
     chunked = minilm.encode(texts)
     assert max(sizes) == 64 and sum(sizes) == len(texts)
     np.testing.assert_allclose(chunked, whole, atol=1e-6)

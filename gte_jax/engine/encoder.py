@@ -13,13 +13,10 @@ against ``max_length``) → tokenise → model → pool → ``truncate_dim`` →
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
-import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -30,18 +27,25 @@ from jax.sharding import Mesh
 from gte_jax.checkpoints.hub import DEFAULT_MODEL
 from gte_jax.checkpoints.sentence_config import SentenceConfig
 from gte_jax.engine import batching, runners, sharding
+from gte_jax.engine.inputs import (
+    EncodeOptions,
+    check_positive,
+    check_ranges,
+    check_texts,
+    check_truncate_dim,
+    progress_bar,
+    tokenize_chunks,
+)
 from gte_jax.engine.loading import load
 from gte_jax.engine.prompts import (
-    DOCUMENT_PROMPT_NAMES,
-    QUERY_PROMPT_NAMES,
     check_prompts,
-    first_prompt,
     prompt_tokens_if_too_long,
     resolve_prompt,
     too_long_prompt,
 )
-from gte_jax.engine.quantization import RANGED, check_precision, quantize_embeddings
+from gte_jax.engine.quantization import check_precision, quantize_embeddings
 from gte_jax.engine.registry import Registry
+from gte_jax.engine.st_surface import SentenceTransformerSurface
 from gte_jax.engine.tokenization import Tokenizer, lone_surrogate, mark_unpooled, pooled, unpack_segments
 from gte_jax.models import param_dtype
 from gte_jax.models import similarity as sim
@@ -54,11 +58,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
-
-# encode() tokenises this much ahead of the device at a time (tokenizers keeps every truncated-away
-# token of a batch until it returns), never the whole input at once.
-TOKENIZE_AHEAD_CHARS = 4 << 20
-TOKENIZE_AHEAD_TEXTS = 8192
 
 
 def _embed(
@@ -85,84 +84,7 @@ def _hidden_states(
     return nnx.merge(graphdef, state)(unpack_segments(input_ids)[0], attention_mask).astype(jnp.float32)
 
 
-class EncodeOptions(TypedDict, total=False):
-    """The keyword options of :meth:`GTEEncoder.encode`, ``encode_query`` and ``encode_document``."""
-
-    prompt_name: str | None
-    prompt: str | None
-    truncate_dim: int | None
-    precision: str
-    normalize: bool
-    batch_size: int | None
-    show_progress: bool
-    ranges: np.ndarray | None
-    calibration_embeddings: np.ndarray | None
-
-
-def _check_texts(texts: object) -> tuple[list[str], bool]:
-    """The texts as a list, and whether a single string was given.
-
-    Raises:
-        TypeError: ``texts`` is not a string or a sequence of strings (the message names the bad item).
-        ValueError: a text holds a lone surrogate (the message names its index).
-    """
-    if isinstance(texts, str):
-        texts = [texts]
-        single = True
-    elif isinstance(texts, (bytes, bytearray)):
-        raise TypeError("texts is bytes; decode it first (texts.decode('utf-8')).")
-    elif isinstance(texts, Mapping):
-        raise TypeError("texts is a mapping; pass a list of strings (for example list(d.values())).")
-    elif not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}.")
-    else:
-        texts, single = list(texts), False
-    for i, t in enumerate(texts):
-        if isinstance(t, (bytes, bytearray)):
-            raise TypeError(f"texts[{i}] is bytes, not str; decode it first (t.decode('utf-8')).")
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str; pass only strings (convert or drop it).")
-        at = lone_surrogate(t)
-        if at is not None:
-            raise ValueError(
-                f"texts[{i}] holds a lone surrogate ({t[at]!r} at character {at}), which is not "
-                "text; decode the source with errors='replace' or drop the character."
-            )
-    return texts, single
-
-
-def _check_positive(name: str, value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive integer or None (the backend's default), not {value!r}.")
-    return value
-
-
-def _check_truncate_dim(value: int | None) -> int | None:
-    """``value`` as an int; numpy integers (``np.int64(8)``) pass, booleans do not."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-        raise ValueError(f"truncate_dim must be a positive integer or None (all dimensions), not {value!r}.")
-    return None if value is None else int(value)
-
-
-def _check_ranges(precision: str, ranges: object, calibration_embeddings: object) -> None:
-    for name, value in (("ranges", ranges), ("calibration_embeddings", calibration_embeddings)):
-        if value is not None and precision not in RANGED:
-            raise ValueError(f"{name} applies to precision 'int8' or 'uint8' only, not {precision!r}.")
-
-
-def _tokenize_chunks(texts: list[str], window: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` ranges of ``texts`` to tokenise at a time, so memory stays flat however many come."""
-    start = chars = 0
-    for i, t in enumerate(texts):
-        chars += min(len(t), window)
-        if chars >= TOKENIZE_AHEAD_CHARS or i + 1 - start >= TOKENIZE_AHEAD_TEXTS:
-            yield start, i + 1
-            start, chars = i + 1, 0
-    if start < len(texts):
-        yield start, len(texts)
-
-
-class GTEEncoder:
+class GTEEncoder(SentenceTransformerSurface):
     """A GTE (BERT) embedding model: tokeniser, Flax NNX module, pooling, all jitted.
 
     Build one with :meth:`from_pretrained`. Attributes: ``model`` (the
@@ -207,8 +129,8 @@ class GTEEncoder:
         self.dim = self.truncate_dim or self.pooled_dim
         self.mesh = mesh if mesh is not None else sharding.default_mesh()
         default_rows, default_tokens = batching.default_batching(self.mesh.devices.flat[0].platform)
-        self.batch_size: int = _check_positive("batch_size", batch_size) or default_rows
-        self.max_batch_tokens: int = _check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
+        self.batch_size: int = check_positive("batch_size", batch_size) or default_rows
+        self.max_batch_tokens: int = check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
         self.name = name
         self.dtype: str = "int8" if is_quantized(model) else str(param_dtype(model))
         self.runner: runners.Runner = runners.for_mesh(
@@ -288,9 +210,9 @@ class GTEEncoder:
             ValueError: a bad ``dtype``, ``max_length``, ``batch_size``, ``max_batch_tokens``,
                 ``similarity_fn_name``, ``truncate_dim`` or ``default_prompt_name``.
         """
-        _check_positive("batch_size", batch_size)  # before the (slow) load
-        _check_positive("max_batch_tokens", max_batch_tokens)
-        _check_truncate_dim(truncate_dim)
+        check_positive("batch_size", batch_size)  # before the (slow) load
+        check_positive("max_batch_tokens", max_batch_tokens)
+        check_truncate_dim(truncate_dim)
         if similarity_fn_name is not None:
             sim.check_similarity_fn_name(similarity_fn_name)
         user_prompts = check_prompts(prompts, None)
@@ -429,10 +351,10 @@ class GTEEncoder:
         Under ``jax.distributed`` with a mesh over several processes, every process
         must call it (collectively, its own texts, maybe none).
         """
-        texts, single = _check_texts(texts)
-        batch_size = _check_positive("batch_size", batch_size) or self.batch_size
+        texts, single = check_texts(texts)
+        batch_size = check_positive("batch_size", batch_size) or self.batch_size
         precision = check_precision(precision)
-        _check_ranges(precision, ranges, calibration_embeddings)
+        check_ranges(precision, ranges, calibration_embeddings)
         truncate_dim = self._truncate_dim(truncate_dim)
         if output_value not in OUTPUT_VALUES:
             raise ValueError(f"output_value {output_value!r} is not supported; use one of {OUTPUT_VALUES}.")
@@ -446,65 +368,6 @@ class GTEEncoder:
         if precision != "float32":
             out = quantize_embeddings(out, precision, ranges=ranges, calibration_embeddings=calibration_embeddings)
         return out[0] if single else out
-
-    @overload
-    def encode_query(
-        self,
-        texts: str | Sequence[str],
-        *,
-        output_value: Literal["sentence_embedding"] = ...,
-        **options: Unpack[EncodeOptions],
-    ) -> np.ndarray: ...
-    @overload
-    def encode_query(
-        self, texts: str | Sequence[str], *, output_value: str, **options: Unpack[EncodeOptions]
-    ) -> np.ndarray | list[np.ndarray]: ...
-
-    def encode_query(
-        self, texts: str | Sequence[str], *, output_value: str = "sentence_embedding", **options: Unpack[EncodeOptions]
-    ) -> np.ndarray | list[np.ndarray]:
-        """:meth:`encode` for search queries: with the ``"query"`` prompt when the encoder has one.
-
-        Without ``prompt`` or ``prompt_name`` it uses the ``"query"`` prompt, else none (not the
-        default prompt), as ``SentenceTransformer.encode_query`` does. Same options as :meth:`encode`.
-        """
-        if options.get("prompt") is None and options.get("prompt_name") is None:
-            options["prompt"] = first_prompt(self.prompts, QUERY_PROMPT_NAMES)
-        return self.encode(texts, output_value=output_value, **options)
-
-    @overload
-    def encode_document(
-        self,
-        texts: str | Sequence[str],
-        *,
-        output_value: Literal["sentence_embedding"] = ...,
-        **options: Unpack[EncodeOptions],
-    ) -> np.ndarray: ...
-    @overload
-    def encode_document(
-        self, texts: str | Sequence[str], *, output_value: str, **options: Unpack[EncodeOptions]
-    ) -> np.ndarray | list[np.ndarray]: ...
-
-    def encode_document(
-        self, texts: str | Sequence[str], *, output_value: str = "sentence_embedding", **options: Unpack[EncodeOptions]
-    ) -> np.ndarray | list[np.ndarray]:
-        """:meth:`encode` for documents: with the first of the ``"document"``, ``"passage"`` and
-        ``"corpus"`` prompts that the encoder has, else none (not the default prompt).
-
-        Same options as :meth:`encode`.
-        """
-        if options.get("prompt") is None and options.get("prompt_name") is None:
-            options["prompt"] = first_prompt(self.prompts, DOCUMENT_PROMPT_NAMES)
-        return self.encode(texts, output_value=output_value, **options)
-
-    def similarity(self, a: Any, b: Any) -> np.ndarray:
-        """float32 ``[n, m]`` scores of every row of ``a`` against every row of ``b``, with
-        :attr:`similarity_fn_name` (distances negated: larger is more similar)."""
-        return sim.similarity(a, b, self.similarity_fn_name)
-
-    def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
-        """float32 ``[n]`` scores of ``a[i]`` against ``b[i]``, with :attr:`similarity_fn_name`."""
-        return sim.similarity_pairwise(a, b, self.similarity_fn_name)
 
     def encode_tokens(
         self,
@@ -522,12 +385,12 @@ class GTEEncoder:
         Returns:
             float32 ``[len(token_ids), dim]``, in input order.
         """
-        batch_size = _check_positive("batch_size", batch_size) or self.batch_size
+        batch_size = check_positive("batch_size", batch_size) or self.batch_size
         return self._pooled(token_ids, batch_size, normalize, self._truncate_dim(truncate_dim), show_progress)
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
         """The padded batches :meth:`encode_tokens` runs for these token ids (this process's rows)."""
-        return self.runner.plan(token_ids, _check_positive("batch_size", batch_size) or self.batch_size)
+        return self.runner.plan(token_ids, check_positive("batch_size", batch_size) or self.batch_size)
 
     def encode_batches(
         self, token_ids: list[np.ndarray], batches: list[batching.Batch], *, normalize: bool = True
@@ -563,10 +426,10 @@ class GTEEncoder:
         collective like :meth:`encode`. With ``jax.config.update("jax_compilation_cache_dir", DIR)``
         the programs also persist across processes. Returns the number of shapes compiled.
         """
-        batch_size = _check_positive("batch_size", batch_size) or self.batch_size
+        batch_size = check_positive("batch_size", batch_size) or self.batch_size
         lengths = None
         if texts is not None:
-            sample, _ = _check_texts(list(texts))
+            sample, _ = check_texts(list(texts))
             lengths = [len(t) for t in self.tokenize(sample)]
         shapes = self.runner.shapes(batch_size, lengths)
         if progress is None:
@@ -583,7 +446,7 @@ class GTEEncoder:
 
     def _truncate_dim(self, value: int | None) -> int | None:
         """``value`` (the encoder's default when None) checked, or None when it keeps every dimension."""
-        value = _check_truncate_dim(self.truncate_dim if value is None else value)
+        value = check_truncate_dim(self.truncate_dim if value is None else value)
         if value is not None and value > self.pooled_dim:
             dims = self.pooled_dim
             raise ValueError(f"truncate_dim {value} is more than this model's {dims} dimensions; use 1 to {dims}.")
@@ -619,7 +482,7 @@ class GTEEncoder:
             count = prompt_tokens_if_too_long(self.tokenizer, prompt)
             if count is not None:
                 message = too_long_prompt(prompt, count, self.max_length)
-                warnings.warn(f"{message}; use a shorter prompt or a larger max_length.", RuntimeWarning, stacklevel=4)
+                warnings.warn(f"{message}; use a shorter prompt or a larger max_length.", RuntimeWarning, stacklevel=3)
         return 0 if self.include_prompt else len(self.tokenize([prompt])[0]) - 1
 
     def _prompted_ids(self, texts: list[str], prompt: str, unpooled: int) -> list[np.ndarray]:
@@ -637,7 +500,7 @@ class GTEEncoder:
     ) -> np.ndarray:
         out = np.zeros((len(texts), self.pooled_dim), dtype=np.float32)
         step = self._step(normalize and truncate_dim is None)  # with truncation, normalising waits for the cut
-        with _progress(len(texts), show_progress) as bar:
+        with progress_bar(len(texts), show_progress) as bar:
             for start, stop in self._chunks(texts):
                 for indices, vectors in self._run(step, tokens(texts[start:stop]), batch_size, bar):
                     out[start + indices] = vectors
@@ -646,7 +509,7 @@ class GTEEncoder:
     def _chunks(self, texts: list[str]) -> list[tuple[int, int]]:
         """Where :meth:`encode` cuts ``texts`` to tokenise a few MB at a time. Under ``jax.distributed`` every
         process runs as many (collective) chunks as the busiest one, empty ones at the end."""
-        chunks = list(_tokenize_chunks(texts, self.tokenizer.window))
+        chunks = list(tokenize_chunks(texts, self.tokenizer.window))
         if isinstance(self.runner, runners.LockstepRunner):
             most = self.runner.most_of(len(chunks))
             chunks += [(len(texts), len(texts))] * (most - len(chunks))
@@ -663,7 +526,7 @@ class GTEEncoder:
         """Sentence embeddings of token ids, ``truncate_dim`` already resolved (None: every dimension)."""
         out = np.zeros((len(token_ids), self.pooled_dim), dtype=np.float32)
         if token_ids or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
-            with _progress(len(token_ids), show_progress) as bar:
+            with progress_bar(len(token_ids), show_progress) as bar:
                 step = self._step(normalize and truncate_dim is None)
                 for indices, vectors in self._run(step, token_ids, batch_size, bar):
                     out[indices] = vectors
@@ -678,27 +541,13 @@ class GTEEncoder:
     ) -> list[np.ndarray]:
         rows = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
         step = functools.partial(self._hidden, self._state)
-        with _progress(len(texts), show_progress) as bar:
+        with progress_bar(len(texts), show_progress) as bar:
             for start, stop in self._chunks(texts):
                 token_ids = tokens(texts[start:stop])
                 for indices, hidden in self._run(step, token_ids, batch_size, bar):
                     for j, i in enumerate(indices):
                         rows[start + i] = np.array(hidden[j, : len(token_ids[i])])  # a copy: frees the batch
         return rows
-
-    def sentence_config(self) -> SentenceConfig:
-        """The sentence-transformers settings this encoder embeds with: the checkpoint's (its Pooling folder,
-        whether it normalises) with this encoder's pooling, length, prompts, similarity and ``truncate_dim``."""
-        return dataclasses.replace(
-            self._sentence,
-            pooling=self.pooling,
-            include_prompt=self.include_prompt,
-            max_seq_length=self.max_length,
-            prompts=dict(self.prompts),
-            default_prompt_name=self.default_prompt_name,
-            similarity_fn_name=self.similarity_fn_name,
-            truncate_dim=self.truncate_dim,
-        )
 
     def _run(
         self, step: runners.Step, token_ids: list[np.ndarray], batch_size: int, bar: Any
@@ -708,26 +557,3 @@ class GTEEncoder:
             yield indices, results
             if bar is not None:
                 bar.update(len(indices))
-
-    def save_pretrained(self, path: str) -> str:
-        """Writes the model as a sentence-transformers folder with the family's Hugging Face weights, which
-        ``SentenceTransformer(path)``, ``transformers`` and :meth:`from_pretrained` load, with every sentence
-        setting of :meth:`sentence_config`; tokenizer files, licence and unused tensors come from the directory
-        the encoder was loaded from. See :func:`gte_jax.checkpoints.export.save_pretrained`. Returns ``path``."""
-        from gte_jax.checkpoints import export
-
-        return export.save_pretrained(
-            self.model, path, source_dir=self.source_dir, tokenizer=self.tokenizer, sentence=self.sentence_config()
-        )
-
-
-@contextlib.contextmanager
-def _progress(total: int, show: bool) -> Iterator[Any]:
-    """A tqdm bar over ``total`` texts, or None."""
-    if not show:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, unit="text", desc="embedding") as bar:
-        yield bar

@@ -18,13 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gte_jax.engine.reranker import activate
+from gte_jax.serve.http import CLIENT_CLOSED
 from gte_jax.serve.schemas import Limits, RequestError, _bool, _check_text, _is_int, _string, _too_many, given, kind
 
 if TYPE_CHECKING:
     from gte_jax.engine.reranker import GTEReranker
     from gte_jax.serve.app import Server
-
-CLIENT_CLOSED = 499
 
 
 @dataclasses.dataclass(frozen=True)
