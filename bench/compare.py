@@ -21,7 +21,8 @@ of ``--passes`` further passes (steady state), and peak RSS (``VmHWM``).
     python bench/compare.py --shape gte-base-en-v1.5 --systems st,st-bf16,jax --dtype float32,bfloat16 \
         --short 0 --lengths 512,2048,8192 --long 16,4,1 --rounds 1
 
-Writes its section of bench/RESULTS.md (``--out``), leaving the other sections.
+Writes its section of bench/RESULTS.md (``--out``), leaving the other sections; a run with ``--lengths`` other
+than 512 has a section of its own, named by its models and lengths.
 """
 
 from __future__ import annotations
@@ -271,8 +272,12 @@ def main(argv=None) -> None:
     workloads = "; ".join(
         f"{m} {w}: {len(tokens[m][w])} texts, {sum(tokens[m][w])} real tokens" for m in models for w in texts[m]
     )
+    # Longer documents get their own section, named by model and length, so they leave the 512-token results be.
+    heading = (
+        HEADING if lengths == [512] else f"{HEADING}: {', '.join(models)} at {', '.join(map(str, lengths))} tokens"
+    )
     lines = [
-        HEADING,
+        heading,
         "",
         f"- machine: {common.machine()}; CPU low-precision features: {features}; threads: {args.threads or 'all'}; "
         f"1-min load average during the runs {min(loads):.1f}-{max(loads):.1f} (above the thread count, timings are "
