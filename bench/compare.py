@@ -255,7 +255,7 @@ def main(argv=None) -> None:
                     r = common.run_child(__file__, [*child, *forwarded])
                     runs[m, s].append(r)
                     steady = ", ".join(
-                        f"{w} {len(texts[m][w]) / r[w]['steady_s']:.1f} texts/s (first {r[w]['first_s']:.1f} s)"
+                        f"{w} {_rate(len(texts[m][w]) / r[w]['steady_s'])} texts/s (first {r[w]['first_s']:.1f} s)"
                         for w in texts[m]
                     )
                     load = "->".join(f"{x:.1f}" for x in r["load"])
