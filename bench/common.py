@@ -19,6 +19,8 @@ CACHE_DIR = os.environ.get("GTE_JAX_BENCH_CACHE", os.path.join(os.path.expanduse
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # (hidden, layers, heads, intermediate) of the GTE checkpoints.
 SHAPES = {"gte-small": (384, 12, 12, 1536), "gte-base": (768, 12, 12, 3072), "gte-large": (1024, 24, 16, 4096)}
+# The GTE v1.5 (``NewModel``) shapes: the name of the gte_jax ``GteConfig`` preset with the hub's config.json values.
+ROTARY_SHAPES = {"gte-base-en-v1.5": "gte_base_en_v15"}
 # /proc/cpuinfo flags that decide which low-precision kernels a CPU library can pick.
 FEATURES = (
     "avx2",
@@ -92,39 +94,91 @@ def tokenizer_source() -> str:
 
 
 def random_checkpoint(shape: str = "gte-small", seed: int = 0) -> str:
-    """A random-init BERT of a GTE shape, in sentence-transformers layout, written once under the cache dir."""
+    """A random-init model of a GTE shape (:data:`SHAPES`, :data:`ROTARY_SHAPES`) in sentence-transformers layout,
+    written once under the cache dir."""
     out = os.path.join(CACHE_DIR, f"{shape}-random-{seed}")
     if os.path.exists(os.path.join(out, "model.safetensors")):
         return out
     import torch
-    from transformers import BertConfig, BertModel
 
-    hidden, layers, heads, inter = SHAPES[shape]
     torch.manual_seed(seed)
-    model = BertModel(
-        BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=inter)
-    )
+    if shape in ROTARY_SHAPES:
+        model, max_seq_length, pooling = _rotary_model(shape), 8192, "pooling_mode_cls_token"
+    else:
+        model, max_seq_length, pooling = _bert_model(shape), 512, "pooling_mode_mean_tokens"
     os.makedirs(CACHE_DIR, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=CACHE_DIR)
     model.save_pretrained(tmp)
     src = tokenizer_source()
     for name in TOKENIZER_FILES:
         shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
-    # Explicit sentence-transformers config, so both sides mean-pool and truncate at 512 tokens.
+    if shape in ROTARY_SHAPES:
+        _lift_tokenizer_limits(tmp, max_seq_length)
+    # Explicit sentence-transformers config, so both sides pool and truncate alike.
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    pooling = {"word_embedding_dimension": hidden, "pooling_mode_mean_tokens": True}
     with open(os.path.join(tmp, "modules.json"), "w") as f:
         json.dump(modules, f)
     with open(os.path.join(tmp, "sentence_bert_config.json"), "w") as f:
-        json.dump({"max_seq_length": 512, "do_lower_case": False}, f)
+        json.dump({"max_seq_length": max_seq_length, "do_lower_case": False}, f)
     os.makedirs(os.path.join(tmp, "1_Pooling"))
     with open(os.path.join(tmp, "1_Pooling", "config.json"), "w") as f:
-        json.dump(pooling, f)
+        json.dump({"word_embedding_dimension": model.config.hidden_size, pooling: True}, f)
     os.replace(tmp, out)
     return out
+
+
+def _bert_model(shape: str):
+    from transformers import BertConfig, BertModel
+
+    hidden, layers, heads, inter = SHAPES[shape]
+    return BertModel(
+        BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=inter)
+    )
+
+
+def _rotary_model(shape: str):
+    """transformers' native ``GteModel`` of a :data:`ROTARY_SHAPES` shape, what sentence-transformers loads for the
+    hub's ``NewModel`` checkpoints (its conversion mapping renames their weights to these)."""
+    sys.path.append(os.path.join(REPO, "tests"))  # the hub's NTK rope in transformers' terms, written once there
+    from transformers import GteConfig as HFGteConfig
+    from transformers import GteModel
+
+    from gte_jax.models.gte import GteConfig
+
+    from family_checkpoints import transformers_rope
+
+    cfg = getattr(GteConfig, ROTARY_SHAPES[shape])()
+    hf = HFGteConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act=cfg.hidden_act,
+        max_position_embeddings=cfg.max_position_embeddings,
+        type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps,
+        pad_token_id=cfg.pad_token_id,
+        rope_parameters=transformers_rope(cfg),
+    )
+    return GteModel(hf, add_pooling_layer=False).eval()
+
+
+def _lift_tokenizer_limits(out: str, max_length: int) -> None:
+    """The fixture's tokenizer without its fixed 128-token truncation and padding and its 512-token limit, as
+    gte-base-en-v1.5's has none of them (each system truncates at ``max_seq_length``)."""
+    for name, changes in (
+        ("tokenizer.json", {"truncation": None, "padding": None}),
+        ("tokenizer_config.json", {"model_max_length": max_length}),
+    ):
+        path = os.path.join(out, name)
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({**data, **changes}, f)
 
 
 def run_child(script: str, args: list[str], env: dict | None = None) -> dict:

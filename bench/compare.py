@@ -1,8 +1,8 @@
 """gte_jax against sentence-transformers and ONNX Runtime, float32 and low precision, same weights and threads.
 
 Each system (``bench/systems.py``) runs as a user would, in a fresh subprocess, the
-systems alternating within each round, on STS-B sentences (short) and 300-512-token
-documents built from them (long):
+systems alternating within each round, on STS-B sentences (short) and documents built
+from them, of 300-512 tokens (long) or, with ``--lengths``, of 0.59-1x each length:
 
 * ``st``: ``SentenceTransformer(dir, device="cpu").encode(texts, batch_size=32)``;
 * ``st-bf16``: the same loaded with ``model_kwargs={"dtype": torch.bfloat16}``;
@@ -18,8 +18,11 @@ of ``--passes`` further passes (steady state), and peak RSS (``VmHWM``).
     python bench/compare.py --systems st,st-bf16,ort,ort-int8,jax --dtype float32,bfloat16,int8
     python bench/compare.py --model DIR --short 4000 --long 400 --rounds 3 --passes 2
     python bench/compare.py --shape gte-small,gte-base --jax-batch-size 32
+    python bench/compare.py --shape gte-base-en-v1.5 --systems st,st-bf16,jax --dtype float32,bfloat16 \
+        --short 0 --lengths 512,2048,8192 --long 16,4,1 --rounds 1
 
-Writes its section of bench/RESULTS.md (``--out``), leaving the other sections.
+Writes its section of bench/RESULTS.md (``--out``), leaving the other sections; a run with ``--lengths`` other
+than 512 has a section of its own, named by its models and lengths.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import systems  # noqa: E402
 
-WORKLOADS = ("short", "long")
 HEADING = "# gte_jax vs sentence-transformers"
 HEAD = 16  # vectors per workload a child returns, to check systems against each other
 
@@ -51,6 +53,7 @@ def _child(args) -> None:
     t0 = time.perf_counter()
     with open(args.texts) as f:
         texts = json.load(f)
+    workloads = texts["workloads"]
     systems.import_modules(args.child)
     t_import = time.perf_counter()
     knobs = {"batch_size": args.jax_batch_size, "max_batch_tokens": args.jax_max_batch_tokens}
@@ -63,14 +66,13 @@ def _child(args) -> None:
         jax_options={k: v for k, v in knobs.items() if v},
     )
     t_load = time.perf_counter()
-    encode([texts["short"][0]])
+    encode([texts["warmup"]])
     result = {
         "cold_s": time.time() - args.spawn_time,
         "import_s": t_import - t0,
         "load_s": t_load - t_import,
     }
-    for name in WORKLOADS:
-        batch = texts[name]
+    for name, batch in workloads.items():
         t = time.perf_counter()
         vectors = encode(batch)
         first = time.perf_counter() - t
@@ -99,15 +101,24 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def _describe(workload: str, n: int) -> str:
+    return f"{n:,} STS-B sentences" if workload == "short" else f"{n:,} docs of {workload}"
+
+
+def _workloads(sentences: list[str], model: str, short: int, lengths: list[int], counts: list[int]) -> dict:
+    """Workload name -> texts: ``short`` STS-B sentences, then documents of 300-512 tokens scaled to each length."""
+    texts = {"short": sentences[:short]} if short else {}
+    for length, n in zip(lengths, counts, strict=True):
+        lo = length * 300 // 512
+        texts[f"{lo}-{length} tokens"] = common.long_documents(sentences, model, n, lo=lo, hi=length)
+    return texts
+
+
 def _tables(models: dict, texts: dict, names: list[str], base: str, runs: dict) -> list[str]:
     """Throughput relative to system ``base``, then start-up, first pass and memory."""
     ref = "st" if "st" in names else base
-    columns = [
-        (m, w, f"{m}, {len(texts[m][w]):,} " + ("STS-B sentences" if w == "short" else "docs of 300-512 tokens"))
-        for m in models
-        for w in WORKLOADS
-    ]
-    best = {(m, s, w): min(r[w]["steady_s"] for r in runs[m, s]) for m in models for s in names for w in WORKLOADS}
+    columns = [(m, w, f"{m}, {_describe(w, len(texts[m][w]))}") for m in models for w in texts[m]]
+    best = {(m, s, w): min(r[w]["steady_s"] for r in runs[m, s]) for m in models for s in names for w in texts[m]}
     lines = [
         "| system | " + " | ".join(c[2] for c in columns) + f" | max abs diff to {systems.label(ref)} |",
         "|---|" + "---:|" * (len(columns) + 1),
@@ -122,16 +133,17 @@ def _tables(models: dict, texts: dict, names: list[str], base: str, runs: dict) 
             for m, w, _ in columns
         )
         lines.append(f"| {systems.label(s)} | " + " | ".join(cells) + f" | {diff:.1e} |")
-    first = " | ".join(f"first pass s, {w}" for w in WORKLOADS)
+    workloads = list(dict.fromkeys(w for m in models for w in texts[m]))
+    first = " | ".join(f"first pass s, {w}" for w in workloads)
     lines += [
         "",
         f"| system | cold start s (spawn to first embedding) | import s | load s | {first} | peak RSS MB |",
-        "|---|" + "---:|" * (len(WORKLOADS) + 4),
+        "|---|" + "---:|" * (len(workloads) + 4),
     ]
     for m in models:
         for s in names:
             r = runs[m, s]
-            firsts = " | ".join(f"{min(x[w]['first_s'] for x in r):.2f}" for w in WORKLOADS)
+            firsts = " | ".join(f"{min(x[w]['first_s'] for x in r):.2f}" if w in texts[m] else "" for w in workloads)
             lines.append(
                 f"| {systems.label(s)}{f' ({m})' if len(models) > 1 else ''} | {min(x['cold_s'] for x in r):.2f} "
                 f"| {min(x['import_s'] for x in r):.2f} | {min(x['load_s'] for x in r):.2f} | {firsts} "
@@ -140,13 +152,41 @@ def _tables(models: dict, texts: dict, names: list[str], base: str, runs: dict) 
     return lines
 
 
+def _lengths(lengths: str, counts: str) -> tuple[list[int], list[int]]:
+    """``--lengths`` and ``--long`` as lists of positive integers of the same size."""
+    try:
+        sizes, ns = [int(x) for x in lengths.split(",")], [int(x) for x in counts.split(",")]
+    except ValueError:
+        raise ValueError(f"--lengths {lengths!r} and --long {counts!r} take comma lists of integers") from None
+    if len(ns) == 1:
+        ns *= len(sizes)
+    if len(ns) != len(sizes):
+        raise ValueError(f"--long {counts!r} gives {len(ns)} counts for {len(sizes)} --lengths: give one or one each")
+    if min(sizes) < 32 or min(ns) < 1:
+        raise ValueError("each of --lengths is 32 tokens or more, each of --long 1 document or more")
+    return sizes, ns
+
+
+def _unfit(model: str, names: list[str], lengths: list[int]) -> str:
+    """Why ``model`` cannot run this benchmark as asked, or an empty string."""
+    limit = systems.max_length(model)
+    if max(lengths) > limit:
+        return f"--lengths {max(lengths)} is over its max_seq_length {limit}: documents would be truncated."
+    ort = [s for s in names if systems.framework(s) == "ort"]
+    if ort and systems.pooling(model) != "mean":
+        return f"{', '.join(ort)} mean-pool, it pools by {systems.pooling(model)}: leave them out of --systems."
+    return ""
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="comma list of checkpoint folders (default: random-init models of --shape)")
-    p.add_argument("--shape", default="gte-small", help=f"comma list of {', '.join(common.SHAPES)} (random init)")
+    shapes = [*common.SHAPES, *common.ROTARY_SHAPES]
+    p.add_argument("--shape", default="gte-small", help=f"comma list of {', '.join(shapes)} (random init)")
     systems.add_arguments(p, systems="st,jax", dtypes="float32")
-    p.add_argument("--short", type=int, default=1000, help="STS-B sentences to embed")
-    p.add_argument("--long", type=int, default=50, help="300-512-token documents to embed")
+    p.add_argument("--short", type=int, default=1000, help="STS-B sentences to embed (0: none)")
+    p.add_argument("--lengths", default="512", help="comma list of document lengths in tokens (512: 300-512 tokens)")
+    p.add_argument("--long", default="50", help="documents to embed, one count for every length or one per length")
     p.add_argument("--rounds", type=int, default=2, help="fresh processes per system, alternating systems")
     p.add_argument("--passes", type=int, default=1, help="timed passes per workload after the first")
     p.add_argument("--threads", type=int, default=0, help="pin every system to this many cores (default: all)")
@@ -165,13 +205,21 @@ def main(argv=None) -> None:
         names = systems.expand(args.systems, args.dtype)
     except ValueError as error:
         p.error(str(error))
-    unknown = set(args.shape.split(",")) - set(common.SHAPES)
+    unknown = set(args.shape.split(",")) - set(shapes)
     if unknown:
-        p.error(f"unknown --shape {', '.join(sorted(unknown))}: choose from {', '.join(common.SHAPES)}")
+        p.error(f"unknown --shape {', '.join(sorted(unknown))}: choose from {', '.join(shapes)}")
+    try:
+        lengths, counts = _lengths(args.lengths, args.long)
+    except ValueError as error:
+        p.error(str(error))
     if args.model:
         models = {os.path.basename(os.path.normpath(d)): d for d in args.model.split(",")}
     else:
         models = {shape: common.random_checkpoint(shape) for shape in args.shape.split(",")}
+    for m, model in models.items():
+        problem = _unfit(model, names, lengths)
+        if problem:
+            p.error(f"{m}: {problem}")
     base = "jax-float32" if "jax-float32" in names else names[0]
 
     sentences = common.sts_sentences()
@@ -180,10 +228,10 @@ def main(argv=None) -> None:
         print(f"{m}: {model}")
         for s in names:
             systems.prepare(s, model)
-        texts[m] = {"short": sentences[: args.short], "long": common.long_documents(sentences, model, args.long)}
+        texts[m] = _workloads(sentences, model, args.short, lengths, counts)
         limit = systems.max_length(model)
         tokens[m] = {w: common.token_counts(model, t, max_length=limit) for w, t in texts[m].items()}
-        for w in WORKLOADS:
+        for w in texts[m]:
             t = tokens[m][w]
             print(f"  {w}: {len(t)} texts, {sum(t)} tokens, {min(t)}-{max(t)} per text")
     features = " ".join(common.cpu_features()) or "none"
@@ -199,7 +247,7 @@ def main(argv=None) -> None:
         paths = {m: os.path.join(tmp, f"{i}.json") for i, m in enumerate(models)}
         for m, path in paths.items():
             with open(path, "w") as f:
-                json.dump(texts[m], f)
+                json.dump({"warmup": sentences[0], "workloads": texts[m]}, f)
         for i in range(args.rounds):
             for m, model in models.items():
                 for s in names:
@@ -207,8 +255,8 @@ def main(argv=None) -> None:
                     r = common.run_child(__file__, [*child, *forwarded])
                     runs[m, s].append(r)
                     steady = ", ".join(
-                        f"{w} {len(texts[m][w]) / r[w]['steady_s']:.1f} texts/s (first {r[w]['first_s']:.1f} s)"
-                        for w in WORKLOADS
+                        f"{w} {_rate(len(texts[m][w]) / r[w]['steady_s'])} texts/s (first {r[w]['first_s']:.1f} s)"
+                        for w in texts[m]
                     )
                     load = "->".join(f"{x:.1f}" for x in r["load"])
                     print(
@@ -222,10 +270,14 @@ def main(argv=None) -> None:
     loads = [load for results in runs.values() for r in results for load in r["load"]]
     described = ", ".join(f"`{model if args.model else m + ' (random init)'}`" for m, model in models.items())
     workloads = "; ".join(
-        f"{m} {w}: {len(tokens[m][w])} texts, {sum(tokens[m][w])} real tokens" for m in models for w in WORKLOADS
+        f"{m} {w}: {len(tokens[m][w])} texts, {sum(tokens[m][w])} real tokens" for m in models for w in texts[m]
+    )
+    # Longer documents get their own section, named by model and length, so they leave the 512-token results be.
+    heading = (
+        HEADING if lengths == [512] else f"{HEADING}: {', '.join(models)} at {', '.join(map(str, lengths))} tokens"
     )
     lines = [
-        HEADING,
+        heading,
         "",
         f"- machine: {common.machine()}; CPU low-precision features: {features}; threads: {args.threads or 'all'}; "
         f"1-min load average during the runs {min(loads):.1f}-{max(loads):.1f} (above the thread count, timings are "

@@ -209,15 +209,23 @@ def max_length(model_dir: str) -> int:
         return min(limit, json.load(f).get("max_seq_length") or limit)
 
 
+def pooling(model_dir: str) -> str:
+    """The checkpoint's sentence-transformers pooling (``mean`` without a ``1_Pooling/config.json``), e.g. ``cls``."""
+    path = os.path.join(model_dir, "1_Pooling", "config.json")
+    if not os.path.exists(path):
+        return "mean"
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    modes = [k.removeprefix("pooling_mode_") for k, on in config.items() if k.startswith("pooling_mode_") and on]
+    return "+".join(m.removesuffix("_tokens").removesuffix("_token") for m in modes) or "mean"
+
+
 def _onnx_runtime(path: str, model_dir: str, threads: int, batch_size: int) -> Encode:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    pooling = os.path.join(model_dir, "1_Pooling", "config.json")
-    if os.path.exists(pooling):
-        with open(pooling, encoding="utf-8") as f:
-            if not json.load(f).get("pooling_mode_mean_tokens"):
-                raise ValueError(f"{pooling}: the ONNX Runtime systems mean-pool; leave ort out for this checkpoint.")
+    if pooling(model_dir) != "mean":
+        raise ValueError(f"{model_dir} pools by {pooling(model_dir)}: ONNX Runtime systems mean-pool; leave out ort.")
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     tokenizer.enable_truncation(max_length(model_dir))
     padding = tokenizer.padding or {}  # keep the checkpoint's pad token, pad each batch to its longest text
