@@ -179,3 +179,149 @@ def test_encode_equals_sentence_transformers(request, case):
     want = _sentence_transformers(theirs, texts)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-5
+
+
+# --- low precision and tensor parallelism -------------------------------------------------------------------------
+
+LOW_PRECISION_COSINE = 0.99  # tiny random models (32 wide): bfloat16 and int8 rounding is a larger share of them
+SHORT_LENGTH = 512  # keeps these tests quick; the long inputs are covered above in float32
+SHARDED_WORKER = os.path.join(TESTS_DIR, "sharded_worker.py")
+PRECISION_CASES = ("gte-en-native", "gte-multilingual-hub", "modernbert")
+
+
+def _short_texts(request, case: str) -> tuple[str, list[str]]:
+    ours, _ = _dirs(request, case)
+    texts = texts_for(ours, CASES[case][3])
+    return ours, texts[:4] + texts[-2:]  # empty, one word, ~12 and ~600 tokens (truncated at 512), odd ones
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("case", PRECISION_CASES)
+def test_low_precision_stays_close_to_float32(request, case, dtype):
+    model_dir, texts = _short_texts(request, case)
+    want = GTEEncoder.from_pretrained(model_dir, max_length=SHORT_LENGTH).encode(texts)
+    low = GTEEncoder.from_pretrained(model_dir, dtype=dtype, max_length=SHORT_LENGTH)
+    assert low.dtype == dtype
+    got = low.encode(texts)
+    cosine = np.sum(got * want, axis=-1)  # both normalised
+    assert cosine.min() >= LOW_PRECISION_COSINE, cosine
+    assert np.abs(got - want).max() > 0  # really another precision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", PRECISION_CASES)
+def test_tensor_parallel_mesh_gives_the_same_vectors(request, case, tmp_path):
+    model_dir, texts = _short_texts(request, case)
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    out = tmp_path / "v.npy"
+    cmd = [sys.executable, SHARDED_WORKER, model_dir, str(tmp_path / "texts.json"), str(out), "--mesh", "data,model"]
+    res = subprocess.run(
+        [*cmd, "--max-length", str(SHORT_LENGTH)], env=cpu_env(8), capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 8 and report["mesh"] == {"data": 4, "model": 2}
+    want = GTEEncoder.from_pretrained(model_dir, max_length=SHORT_LENGTH).encode(texts)
+    assert np.abs(np.load(out) - want).max() <= 1e-5
+
+
+# --- 8,192 tokens in linear memory --------------------------------------------------------------------------------
+
+# gte-base-en-v1.5's layer shape and RoPE, 2 layers instead of 12 to keep the test minutes shorter.
+GTE_BASE_2_LAYERS = dataclasses.replace(GteConfig.gte_base_en_v15(), num_hidden_layers=2)
+RSS_WORKER = os.path.join(TESTS_DIR, "rss_worker.py")
+# One layer's float32 attention scores for one 8,192-token text (12 heads x 8,192^2 x 4 bytes), in MiB: what a
+# quadratic kernel would hold at least. The growth from 2,048 to 8,192 tokens is bounded by a share of it.
+QUADRATIC_SCORES_MIB = 12 * 8192 * 8192 * 4 / 2**20
+
+
+def _text_of(n_tokens: int, minilm_dir: str, seed: int = 0) -> str:
+    """Random whole words of MiniLM's vocabulary, each one token: ``n_tokens`` with [CLS] and [SEP]."""
+    with open(os.path.join(minilm_dir, "vocab.txt"), encoding="utf-8") as f:
+        words = [w for w in f.read().split("\n") if w.isascii() and w.isalpha() and w.islower() and len(w) > 2]
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(words, n_tokens - 2))
+
+
+@pytest.fixture(scope="module")
+def gte_base_2_layers(tmp_path_factory, minilm_dir):
+    """``(torch model, directory)``: gte-base-en-v1.5's shape with 2 layers, native layout, 8,192 tokens."""
+    out = str(tmp_path_factory.mktemp("gte-base-2-layers"))
+    reference = torch_gte(GTE_BASE_2_LAYERS, seed=5)
+    write_gte(reference, GTE_BASE_2_LAYERS, out, "native")
+    _copy_minilm_tokenizer(minilm_dir, out)
+    return reference, add_sentence_transformers_files(out, max_seq_length=8192)
+
+
+def _rss(model_dir: str, text: str, tmp_path) -> tuple[dict, np.ndarray]:
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "v.npy"
+    res = subprocess.run(
+        [sys.executable, RSS_WORKER, model_dir, str(tmp_path / "text.txt"), str(out)],
+        env=cpu_env(1),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+@pytest.mark.slow
+def test_8192_tokens_embed_in_linear_memory_and_equal_transformers(gte_base_2_layers, minilm_dir, tmp_path):
+    import torch
+
+    reference, model_dir = gte_base_2_layers
+    short, long = _text_of(2048, minilm_dir), _text_of(8192, minilm_dir)
+    (tmp_path / "short").mkdir()
+    (tmp_path / "long").mkdir()
+    small, _ = _rss(model_dir, short, tmp_path / "short")
+    big, got = _rss(model_dir, long, tmp_path / "long")
+    print(f"peak RSS growth: 2,048 tokens {small['growth_mib']:.0f} MiB, 8,192 tokens {big['growth_mib']:.0f} MiB")
+    assert (small["tokens"], big["tokens"]) == (2048, 8192)
+    # Linear: 4x the tokens, about 4x the memory; quadratic attention would be 16x and at least a score matrix.
+    assert big["growth_mib"] <= 8 * max(small["growth_mib"], 64)
+    assert big["growth_mib"] <= QUADRATIC_SCORES_MIB / 2
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(8192)
+    ids = torch.tensor([tok.encode(long).ids])
+    assert ids.shape == (1, 8192)
+    reference.config._attn_implementation = "sdpa"  # memory-efficient on CPU; eager would hold 12 x 8,192^2 scores
+    with torch.no_grad():
+        cls = reference(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[:, 0].numpy()
+    want = cls / np.linalg.norm(cls, axis=-1, keepdims=True)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+# --- the CLI and LangChain --------------------------------------------------------------------------------------------
+
+
+def test_cli_embed_text_on_a_hub_layout_gte(gte_en):
+    texts = ["", "The quick brown fox.", "naïve café"]
+    args = ["embed", "--model", gte_en["hub"], *(a for t in texts for a in ("--text", t))]
+    res = subprocess.run(
+        [sys.executable, "-m", "gte_jax.cli", *args], env=cpu_env(1), capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [0, 1, 2]
+    want = _sentence_transformers(gte_en["native"], texts)
+    assert np.abs(np.array([r["embedding"] for r in rows]) - want).max() <= 1e-5
+
+
+def test_langchain_embeddings_on_a_hub_layout_gte(gte_en):
+    langchain_gte_jax = pytest.importorskip("langchain_gte_jax")
+
+    texts = ["The quick brown fox.", "Rotary position embeddings rotate queries and keys."]
+    emb = langchain_gte_jax.GTEEmbeddings(model_name=gte_en["hub"])
+    docs = emb.embed_documents(texts)
+    query = emb.embed_query(texts[0])
+    assert all(type(x) is float for x in query)
+    want = _sentence_transformers(gte_en["native"], texts)
+    assert np.abs(np.array(docs) - want).max() <= 1e-5
+    assert np.abs(np.array(query) - want[0]).max() <= 1e-5
