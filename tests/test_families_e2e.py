@@ -281,7 +281,8 @@ def test_8192_tokens_embed_in_linear_memory_and_equal_transformers(gte_base_2_la
     print(f"peak RSS growth: 2,048 tokens {small['growth_mib']:.0f} MiB, 8,192 tokens {big['growth_mib']:.0f} MiB")
     assert (small["tokens"], big["tokens"]) == (2048, 8192)
     # Linear: 4x the tokens, about 4x the memory; quadratic attention would be 16x and at least a score matrix.
-    assert big["growth_mib"] <= 8 * max(small["growth_mib"], 64)
+    assert small["growth_mib"] > 16  # the measurement sees a 2,048-token text's activations at all
+    assert big["growth_mib"] <= 8 * small["growth_mib"]
     assert big["growth_mib"] <= QUADRATIC_SCORES_MIB / 2
 
     from tokenizers import Tokenizer
