@@ -214,6 +214,22 @@ def _texts(inputs: Iterable[dict[str, Any]], task_metadata: TaskMetadata) -> lis
     return texts
 
 
+# GTE models mteb's registry lacks (mteb 2.x has gte-base-en-v1.5, gte-multilingual-base and gte-modernbert-base),
+# from their model cards, so that their results file with languages, size and context like their siblings'.
+_UNREGISTERED = {
+    "Alibaba-NLP/gte-large-en-v1.5": {
+        "languages": ["eng-Latn"],
+        "embed_dim": 1024,
+        "max_tokens": 8192,
+        "n_parameters": 434_000_000,
+        "license": "apache-2.0",
+        "open_weights": True,
+        "reference": "https://huggingface.co/Alibaba-NLP/gte-large-en-v1.5",
+        "similarity_fn_name": ScoringFunction.COSINE,
+    },
+}
+
+
 def _base_meta(name: str, revision: str | None, dtype: str) -> tuple[ModelMeta, str | None]:
     """mteb's registry entry for ``name`` when it has one (so results file under the same model), else an empty
     one; and the revision, with ``-gte-jax-<dtype>`` appended for bfloat16 or int8 so that those results file
@@ -222,7 +238,7 @@ def _base_meta(name: str, revision: str | None, dtype: str) -> tuple[ModelMeta, 
         base = mteb.get_model_meta(name)
     except (KeyError, ValueError):  # not in mteb's registry: a local directory or another model
         hub_id = name if name and not os.path.isdir(name) else None
-        base = ModelMeta.create_empty(overwrites={"name": hub_id})
+        base = ModelMeta.create_empty(overwrites={"name": hub_id, **_UNREGISTERED.get(name, {})})
     revision = revision or base.revision
     if dtype != "float32":  # other numbers than the checkpoint's: results must not file with float32's
         revision = f"{revision or 'main'}-gte-jax-{dtype}"

@@ -98,3 +98,13 @@ def test_a_call_that_fits_one_full_step_of_its_longest_bucket_runs_as_one_step()
     )
     assert (step.rows, step.length) == (25, 40) and sorted(step.indices.tolist()) == list(range(20))
     assert (25, 40) in batching.all_shapes(buckets, batch_size=64, max_batch_tokens=1024)  # no new program
+
+
+def test_long_context_models_pad_past_512_by_at_most_a_quarter():
+    # An 8,192-token model once padded every text over 512 tokens to 8,192 (a 600-token query: 14x the tokens).
+    buckets = batching.length_buckets(8192)
+    small = batching.small_call_buckets(buckets)
+    for n in range(513, 8193):
+        assert batching.bucket_for(n, buckets) <= 1.25 * n
+        assert batching.bucket_for(n, small) <= 2 * n
+    assert batching.length_buckets(512)[-1] == 512 and batching.length_buckets(1000)[-2:] == (896, 1000)

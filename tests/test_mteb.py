@@ -263,3 +263,21 @@ def test_reranking_score_matches_sentence_transformers_cross_encoder(cross_encod
     assert abs(ours - theirs) <= 1e-4, (ours, theirs)
     # a random-init model: not better than chance (1 relevant in 8: MAP about 0.34), just the same as PyTorch's
     assert 0.0 < ours < 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "dim", "language"),
+    [
+        ("Alibaba-NLP/gte-base-en-v1.5", 768, "eng-Latn"),
+        ("Alibaba-NLP/gte-large-en-v1.5", 1024, "eng-Latn"),  # not in mteb's registry: gte_jax's own entry
+        ("Alibaba-NLP/gte-multilingual-base", 768, "zho-Hans"),
+        ("Alibaba-NLP/gte-modernbert-base", 768, "eng-Latn"),
+    ],
+)
+def test_gte_family_names_get_their_metadata(name, dim, language):
+    from gte_jax.mteb import _base_meta
+
+    meta, revision = _base_meta(name, None, "float32")
+    assert (meta.name, meta.embed_dim, meta.max_tokens) == (name, dim, 8192)
+    assert language in meta.languages and meta.n_parameters > 100_000_000
+    assert _base_meta(name, None, "int8")[1].endswith("-gte-jax-int8")

@@ -17,11 +17,14 @@ import numpy as np
 # more tokens than there are; these pad 12%, and encode runs 10-17% faster on CPU (bench/README.md).
 LENGTH_BUCKETS: tuple[int, ...] = (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 LENGTH_BUCKETS += (288, 320, 352, 384, 416, 448, 480, 512)
+# Past 512 (the 8,192-token families), steps of 1/8 to 1/4: without them a 600-token text padded to
+# max_length, 8,192, and paid 14x the tokens and ~190x the attention work.
+LENGTH_BUCKETS += (640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192)
 
 # The lengths a small call (one batch of fewer rows than the cap: a query, a handful of texts) pads to.
 # Only these get the smaller row buckets, which keeps the programs to compile near one per length
 # bucket plus a few per small-call length.
-SMALL_CALL_LENGTHS = (16, 32, 64, 128, 256, 512)
+SMALL_CALL_LENGTHS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 # (batch_size, max_batch_tokens) by backend. On CPU a step of ~1,024 tokens runs fastest: bigger
 # steps do not run faster (bench/README.md); 64 rows lets short texts fill it. Accelerators want long
