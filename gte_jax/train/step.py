@@ -113,6 +113,19 @@ def _nnx_path(path: tuple[Any, ...]) -> str:
     return ".".join(names)
 
 
+def attention_impl(model: nnx.Module) -> str:
+    """The attention kernel ``model`` was built with: the model's own attribute, or its first layer's.
+
+    Families keep it where their attention runs (BERT on the model, GTE and ModernBERT only on each attention
+    module), so the trainer asks the module tree rather than one family's layout.
+    """
+    for _, module in nnx.iter_modules(model):
+        impl = getattr(module, "attention_impl", None)
+        if isinstance(impl, str):
+            return impl
+    raise ValueError(f"{type(model).__name__} has no attention module with an attention_impl to rebuild it with.")
+
+
 class TrainState(NamedTuple):
     """Everything a step changes: what a checkpoint holds."""
 
@@ -182,7 +195,7 @@ class Trainer:
         self._compute_dtypes: Any = None
         graph = model
         if options.compute_dtype is not None:  # the same module built in the compute dtype: its graph, not its values
-            impl = model.attention_impl
+            impl = attention_impl(model)
             dtype = jnp.dtype(options.compute_dtype)
             act = default_act_dtype(dtype, self.mesh.devices.flat[0].platform)
             graph = nnx.eval_shape(
