@@ -240,7 +240,9 @@ class Trainer:
                     return encoder
                 assert family.head is not None  # a CrossEncoderModel was built with it
                 labels = model.head.classifier.kernel.shape[-1]
-                return CrossEncoderModel(encoder, family.head.build(model.config, labels, dtype=dtype, rngs=nnx.Rngs(0)))
+                return CrossEncoderModel(
+                    encoder, family.head.build(model.config, labels, dtype=dtype, rngs=nnx.Rngs(0))
+                )
 
             graph = nnx.eval_shape(build)
             self._compute_dtypes = jax.tree.map(lambda a: a.dtype, nnx.state(graph))
