@@ -125,3 +125,19 @@ def test_train_bce_on_an_embedding_model_says_what_to_do(minilm_dir, tmp_path):
     done = subprocess.run([*cmd, "--output", str(tmp_path / "o")], env=cpu_env(1), capture_output=True, text=True)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.count("\n") == 1 and "--cross-encoder" in done.stderr
+
+
+def test_bfloat16_cross_encoder_step_stays_close_to_float32(cross_encoder_dir):
+    """Mixed precision rebuilds the encoder and its head in bf16; the loss stays near float32's."""
+    first, second, labels = _pairs(8)
+    loaded = load(cross_encoder_dir, mesh=default_mesh(), num_labels=1)
+    examples = Examples("sts-dev", ("query", "document"), (first, second), labels, "label")
+    losses = []
+    for dtype in (None, "bfloat16"):
+        options = StepOptions(dropout=False, cross_encoder=True, compute_dtype=dtype)
+        trainer = Trainer(loaded.model, make_loss("bce"), optax.sgd(LR), options=options)
+        batch = trainer.shard_batch(tokenize_pairs(examples, loaded.tokenizer).batch(np.arange(8)))
+        loss, grads = trainer.grads(trainer.init(0), batch)
+        assert all(g.dtype == np.float32 for g in _flat(grads).values())
+        losses.append(float(loss))
+    assert abs(losses[1] - losses[0]) <= 2e-2 * abs(losses[0])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -228,7 +228,7 @@ class Trainer:
         self._token_types = family.token_types
         _check_cross_encoder(model, options)
         self._compute_dtypes: Any = None
-        graph = model
+        graph: nnx.Module = model
         if options.compute_dtype is not None:  # the same module built in the compute dtype: its graph, not its values
             impl = attention_impl(model)
             dtype = jnp.dtype(options.compute_dtype)
@@ -239,7 +239,7 @@ class Trainer:
                 if not isinstance(model, CrossEncoderModel):
                     return encoder
                 assert family.head is not None  # a CrossEncoderModel was built with it
-                labels = model.head.classifier.kernel.shape[-1]
+                labels = cast(Any, model.head).classifier.kernel.shape[-1]  # every family's head has a classifier
                 return CrossEncoderModel(
                     encoder, family.head.build(model.config, labels, dtype=dtype, rngs=nnx.Rngs(0))
                 )
