@@ -174,8 +174,13 @@ def save_pretrained(
     if source_dir:
         hf_config = read_json(source_dir, "config.json") or {}
         tensors.update(_passthrough_tensors(source_dir))
-    hf_config = {k: v for k, v in hf_config.items() if not k.startswith("_")}
-    hf_config.update(family.write_config(config))
+    native = family.write_config(config)
+    if hf_config.get("model_type") != native["model_type"]:
+        # Another class's config (the hub's NewModel): its options describe that class's layout, not these weights.
+        hf_config = {}
+    # The weights are in transformers' native layout, which remote code (auto_map) would misread.
+    hf_config = {k: v for k, v in hf_config.items() if not k.startswith("_") and k != "auto_map"}
+    hf_config.update(native)
 
     folder = sentence.pooling_folder
     os.makedirs(os.path.join(path, folder), exist_ok=True)

@@ -1,4 +1,5 @@
-"""``gte-jax train``: contrastive fine-tuning into a sentence-transformers folder, resumable.
+"""``gte-jax train``: contrastive fine-tuning into a sentence-transformers folder (or a cross-encoder with
+``--loss bce`` into a ``CrossEncoder`` folder), resumable.
 
 Exit codes: 0 done; 2 the data, the options, the model or the checkpoint folder need fixing
 (the message names the file, line or setting).
@@ -10,7 +11,7 @@ import argparse
 import dataclasses
 import math
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from gte_jax.engine.loading import Loaded
@@ -27,6 +28,7 @@ EPILOG = """\
 data: .jsonl, .csv/.tsv (with a header) or .parquet; text columns in order, plus score/label for cosent:
   {"sentence1": "A man is playing a guitar.", "sentence2": "A man plays guitar.", "score": 0.95}
   {"anchor": "what is a tensor?", "positive": "A tensor is ...", "negative": "Tension is ..."}
+  {"query": "what is a tensor?", "document": "A tensor is ...", "label": 1}   (bce: 0/1 or a probability)
 
 examples:
   gte-jax train --model thenlper/gte-small --data sts.jsonl --loss cosent --output gte-small-sts
@@ -34,6 +36,8 @@ examples:
       --mini-batch-size 64 --output gte-base-ft
   # after a crash or preemption, the same command with --resume continues from the last checkpoint:
   gte-jax train --model thenlper/gte-small --data sts.jsonl --loss cosent --output gte-small-sts --resume
+  # a cross-encoder (a *ForSequenceClassification checkpoint) into a CrossEncoder folder:
+  gte-jax train --model cross-encoder/ms-marco-MiniLM-L6-v2 --data pairs.jsonl --loss bce --output reranker-ft
 """
 
 # Settings that change the weights a run ends with: a resume must repeat them.
@@ -106,9 +110,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--loss",
         required=True,
-        choices=("cosent", "infonce", "gte"),
+        choices=("cosent", "infonce", "gte", "bce"),
         help="cosent: scored pairs; infonce: anchor, positive[, negatives] with in-batch negatives; "
-        "gte: InfoNCE over GTE's four directions",
+        "gte: InfoNCE over GTE's four directions; bce: a cross-encoder on labelled (query, document) pairs",
+    )
+    p.add_argument(
+        "--cross-encoder",
+        action="store_true",
+        help="the model is a sequence classifier even though its config.json names no *ForSequenceClassification "
+        "architecture (found from it otherwise)",
     )
     p.add_argument("--output", "-o", required=True, help="folder for the trained sentence-transformers model")
     p.add_argument("--epochs", type=positive_int, default=1, help="passes over the data (default: 1)")
@@ -209,6 +219,13 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _OptionError(f"--checkpoint-dir {ckpt} is a file; name a folder (it is created).")
     if os.path.abspath(ckpt) == os.path.abspath(args.output):
         raise _OptionError("--checkpoint-dir is the --output folder; name another folder for the checkpoints.")
+    if args.loss == "bce" and args.eval:
+        raise _OptionError(
+            "--eval scores embedding models (STS Spearman, top-1 accuracy); for a cross-encoder leave it out and "
+            "score the exported folder with GTEReranker."
+        )
+    if args.loss == "bce" and args.remat:
+        raise _OptionError("--remat is for embedding models; train the cross-encoder without it.")
     if args.max_length is not None and args.max_length < 2:
         raise _OptionError(f"--max-length {args.max_length} leaves no room for text: [CLS] and [SEP] take 2 tokens.")
 
@@ -236,6 +253,7 @@ class _Job:
     eval_data: Tokenized | None
     spans: list[tuple[int, int]]
     total_steps: int
+    activation: str | None = None  # a cross-encoder's (written into its folder); None for an embedding model
 
 
 def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -> _Job:
@@ -260,8 +278,9 @@ def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -
     spans = data.epoch_batches(len(examples), args.batch_size, dp)
     if not spans:
         raise data.DataError(f"{args.data}: {len(examples)} examples make no batch for {dp} devices.")
+    num_labels, activation = _cross_encoder(args)
     try:
-        loaded = load(args.model, mesh=mesh, max_length=args.max_length)
+        loaded = load(args.model, mesh=mesh, max_length=args.max_length, num_labels=num_labels)
     except (ModelNotFoundError, CheckpointError, ConfigError):
         raise
     except ValueError as e:  # the one other setting load checks against the model: its length limit
@@ -280,11 +299,51 @@ def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -
         remat=args.remat,
         mini_batch_size=args.mini_batch_size if args.mini_batch_size != args.batch_size else None,
         compute_dtype="bfloat16" if args.dtype == "bfloat16" else None,
+        cross_encoder=num_labels is not None,
     )
     trainer = Trainer(loaded.model, make_loss(args.loss, scale=args.scale), tx, mesh=mesh, options=options)
-    train_data = data.tokenize(examples, loaded.tokenizer)
+    if num_labels is not None:
+        from gte_jax.engine.tokenization import MAX_PAIR_VOCAB
+
+        if loaded.tokenizer.vocab_size > MAX_PAIR_VOCAB:  # pairs pack their token types into the ids' high bits
+            raise _OptionError(
+                f"{args.model}: a tokenizer of {loaded.tokenizer.vocab_size} ids is too large for pairs."
+            )
+        train_data = data.tokenize_pairs(examples, loaded.tokenizer)
+    else:
+        train_data = data.tokenize(examples, loaded.tokenizer)
     eval_data = data.tokenize(eval_examples, loaded.tokenizer) if eval_examples is not None else None
-    return _Job(loaded, trainer, examples, train_data, eval_data, spans, total_steps)
+    return _Job(loaded, trainer, examples, train_data, eval_data, spans, total_steps, activation)
+
+
+def _cross_encoder(args: argparse.Namespace) -> tuple[int | None, str | None]:
+    """``(num_labels, activation)`` of a cross-encoder checkpoint, ``(None, None)`` for an embedding model;
+    a loss that does not fit the kind of model is refused before it loads."""
+    from gte_jax.checkpoints.hub import read_json, resolve_model_dir
+    from gte_jax.engine.reranker import _num_labels, checkpoint_activation
+
+    model_dir = resolve_model_dir(args.model)
+    hf = read_json(model_dir, "config.json") or {}
+    names = hf.get("architectures") or []
+    cross = args.cross_encoder or any(str(n).endswith("ForSequenceClassification") for n in names)
+    if args.loss == "bce" and not cross:
+        raise _OptionError(
+            f"--loss bce trains a cross-encoder, and {args.model} is an embedding model (config.json names "
+            f"{names or 'no architecture'}); start from a *ForSequenceClassification checkpoint, or pass "
+            "--cross-encoder if it is one whose config.json does not say so."
+        )
+    if not cross:
+        return None, None
+    if args.loss != "bce":
+        raise _OptionError(
+            f"{args.model} is a cross-encoder (a sequence classifier), which --loss {args.loss} cannot train (it "
+            "compares embeddings); use --loss bce with labelled pairs, or start from an embedding model."
+        )
+    source = f"{model_dir}/config.json"
+    num_labels = _num_labels(hf, source)
+    if num_labels != 1:
+        raise _OptionError(f"--loss bce trains one logit per pair, and {args.model} has {num_labels} labels.")
+    return num_labels, checkpoint_activation(hf, num_labels, source)
 
 
 def _checkpoints(args: argparse.Namespace, job: _Job) -> Checkpoints:
@@ -386,7 +445,17 @@ def _export(args: argparse.Namespace, job: _Job, state: TrainState) -> None:
     from gte_jax.checkpoints import export
 
     nnx.update(job.loaded.model, state.params)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and job.activation is not None:
+        from gte_jax.train.cross_export import save_cross_encoder
+
+        save_cross_encoder(
+            cast(Any, job.loaded.model),
+            args.output,
+            source_dir=job.loaded.model_dir,
+            activation=job.activation,
+            tokenizer=job.loaded.tokenizer,
+        )
+    elif jax.process_index() == 0:
         export.save_pretrained(
             job.loaded.model,
             args.output,

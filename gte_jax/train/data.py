@@ -102,6 +102,9 @@ def check_for_loss(examples: Examples, loss: str) -> None:
             score/label column, which it would ignore (a pair scored 0 would train as a positive).
     """
     found = f"found text columns {list(examples.columns)}"
+    if loss == "bce":
+        _check_bce(examples, found)
+        return
     if loss == "cosent":
         if len(examples.columns) != 2 or examples.labels is None:
             raise DataError(
@@ -118,6 +121,21 @@ def check_for_loss(examples: Examples, loss: str) -> None:
             f"{examples.path}: the {loss} loss takes every row as an anchor and its positive and has no use for the "
             f"{examples.label_name!r} column (a low score would still train as a positive); use --loss cosent for "
             f"scored pairs, or drop the column (keep only the rows that are true pairs)."
+        )
+
+
+def _check_bce(examples: Examples, found: str) -> None:
+    if len(examples.columns) != 2 or examples.labels is None:
+        raise DataError(
+            f"{examples.path}: the bce loss needs two text columns (query, document) and a label column of 0/1 or "
+            f"a probability; {found}{'' if examples.labels is not None else ' and no label'}."
+        )
+    outside = np.flatnonzero((examples.labels < 0) | (examples.labels > 1))
+    if outside.size:
+        row = int(outside[0])
+        raise DataError(
+            f"{examples.path} row {row + 1}: {examples.label_name!r} is {examples.labels[row]:g}; the bce loss takes "
+            "labels from 0 to 1 (1 relevant, 0 not, or a probability): rescale the column."
         )
 
 
@@ -286,6 +304,13 @@ def tokenize(examples: Examples, tokenizer: Any) -> Tokenized:
     """Tokenises every column with a :class:`gte_jax.engine.tokenization.Tokenizer` (truncating to its max length)."""
     ids = tuple(tokenizer(column) for column in examples.texts)
     return Tokenized(ids, examples.labels, tokenizer.max_length, tokenizer.pad_token_id)
+
+
+def tokenize_pairs(examples: Examples, tokenizer: Any) -> Tokenized:
+    """Tokenises each row's two texts as one pair for a cross-encoder: one column of packed ids
+    (:meth:`gte_jax.engine.tokenization.Tokenizer.pairs`, token types in the high bits), truncated together."""
+    pairs = tokenizer.pairs(list(zip(examples.texts[0], examples.texts[1], strict=True)))
+    return Tokenized((pairs,), examples.labels, tokenizer.max_length, tokenizer.pad_token_id)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -103,3 +103,26 @@ def infonce(
     scores = jnp.concatenate(blocks, axis=1) * scale
     positive = jnp.diagonal(blocks[0][:, :B]) * scale  # [B]
     return jnp.mean(jax.nn.logsumexp(scores, axis=1) - positive)
+
+
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array, *, pos_weight: float | None = None) -> jax.Array:
+    """A cross-encoder's BCE (sentence-transformers' cross-encoder ``BinaryCrossEntropyLoss``: ``BCEWithLogitsLoss``
+    on one logit per pair, the mean over the batch).
+
+    Args:
+        logits: ``[batch]`` or ``[batch, 1]`` raw scores (no activation).
+        labels: ``[batch]`` targets from 0 to 1 (hard 0/1 or soft, e.g. a teacher's probability).
+        pos_weight: weight of the positive term (torch's ``pos_weight``), None for 1.
+
+    Returns:
+        The scalar mean loss, float32.
+    """
+    x = logits.reshape(-1).astype(jnp.float32)
+    y = labels.reshape(-1).astype(jnp.float32)
+    if x.shape != y.shape:
+        raise ValueError(f"binary_cross_entropy expects one label per logit ({x.shape[0]}), got {y.shape[0]}.")
+    # log(sigmoid(x)) and log(1 - sigmoid(x)) through softplus: finite for any logit, as torch computes them.
+    positive = jax.nn.softplus(-x)  # -log(sigmoid(x))
+    negative = jax.nn.softplus(x)  # -log(1 - sigmoid(x))
+    weight = 1.0 if pos_weight is None else pos_weight
+    return jnp.mean(weight * y * positive + (1.0 - y) * negative)

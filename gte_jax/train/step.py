@@ -3,7 +3,11 @@
 A batch is a dict of global arrays, rows split over the mesh's ``data`` axis:
 
 - ``input_ids``, ``attention_mask``: ``[batch, columns, tokens]`` int32 (anchor, positive, negatives...);
-- ``labels``: ``[batch]`` float32 (CoSENT's scores; zeros for InfoNCE).
+- ``labels``: ``[batch]`` float32 (CoSENT's scores; zeros for InfoNCE; a cross-encoder's targets).
+
+A cross-encoder (``StepOptions(cross_encoder=True)`` on a :class:`~gte_jax.models.heads.CrossEncoderModel`)
+takes each column as a pair packed with its token types (:func:`gte_jax.engine.tokenization.pack_segments`)
+and gives the loss its ``[batch, columns, labels]`` logits instead of embeddings.
 
 The loss is a function of the pooled ``[batch, columns, dim]`` embeddings of the whole global batch,
 so under ``jax.jit`` every query is scored against every candidate of every device and host (XLA
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +35,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gte_jax.engine import sharding
+from gte_jax.engine.tokenization import unpack_segments
 from gte_jax.models import family_of
 from gte_jax.models.bert.modeling import BertModel
+from gte_jax.models.heads import CrossEncoderModel
 from gte_jax.models.int8 import is_quantized
 from gte_jax.models.layers import default_act_dtype
 from gte_jax.models.pooling import l2_normalize, pool
@@ -43,6 +49,7 @@ Batch = dict[str, jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 LOSSES = ("cosent", "infonce", "gte")
+CROSS_ENCODER_LOSSES = ("bce",)
 
 
 def make_loss(name: str, *, scale: float = 20.0, directions: Sequence[str] | None = None) -> LossFn:
@@ -50,14 +57,16 @@ def make_loss(name: str, *, scale: float = 20.0, directions: Sequence[str] | Non
 
     ``cosent`` takes two text columns and the labels; ``infonce`` takes an anchor, a positive and any
     number of hard negatives (``directions`` default ``("query_to_doc",)``); ``gte`` is InfoNCE over all
-    four directions (GTE's loss).
+    four directions (GTE's loss); ``bce`` takes a cross-encoder's one logit per pair and 0-1 labels.
     """
     if name == "cosent":
         return lambda e, labels: losses.cosent(e[:, 0], e[:, 1], labels, scale=scale)
     if name in ("infonce", "gte"):
         dirs = tuple(directions or (losses.GTE_DIRECTIONS if name == "gte" else ("query_to_doc",)))
         return lambda e, labels: losses.infonce(*(e[:, c] for c in range(e.shape[1])), scale=scale, directions=dirs)
-    raise ValueError(f"loss {name!r} is not known; use one of {LOSSES}.")
+    if name == "bce":
+        return lambda logits, labels: losses.binary_cross_entropy(logits[:, 0, 0], labels)
+    raise ValueError(f"loss {name!r} is not known; use one of {LOSSES + CROSS_ENCODER_LOSSES}.")
 
 
 def adamw(
@@ -113,6 +122,39 @@ def _nnx_path(path: tuple[Any, ...]) -> str:
     return ".".join(names)
 
 
+def attention_impl(model: nnx.Module) -> str:
+    """The attention kernel ``model`` was built with: the model's own attribute, or its first layer's.
+
+    Families keep it where their attention runs (BERT on the model, GTE and ModernBERT only on each attention
+    module), so the trainer asks the module tree rather than one family's layout.
+    """
+    for _, module in nnx.iter_modules(model):
+        impl = getattr(module, "attention_impl", None)
+        if isinstance(impl, str):
+            return impl
+    raise ValueError(f"{type(model).__name__} has no attention module with an attention_impl to rebuild it with.")
+
+
+def _deterministic(model: nnx.Module) -> bool:
+    """Whether ``model`` is in eval mode, as ``model.eval()`` / ``model.train()`` left its modules (a
+    cross-encoder keeps the flag on its encoder and dropout layers, not on itself)."""
+    for _, module in nnx.iter_modules(model):
+        flag = getattr(module, "deterministic", None)
+        if isinstance(flag, bool):
+            return flag
+    return True
+
+
+def _check_cross_encoder(model: nnx.Module, options: StepOptions) -> None:
+    """Refuses a model and options that disagree on being a cross-encoder (the step would compute nonsense)."""
+    cross = isinstance(model, CrossEncoderModel)
+    if cross != options.cross_encoder:
+        what = "a cross-encoder (CrossEncoderModel)" if cross else "an embedding model"
+        raise ValueError(f"the model is {what}, and StepOptions(cross_encoder={options.cross_encoder}) says otherwise.")
+    if cross and options.remat:
+        raise ValueError("remat is for embedding models; train the cross-encoder without it.")
+
+
 class TrainState(NamedTuple):
     """Everything a step changes: what a checkpoint holds."""
 
@@ -135,6 +177,8 @@ class StepOptions:
             mesh's data parallelism.
         compute_dtype: ``"bfloat16"`` runs the matmuls in bf16 on a bf16 copy of the float32 parameters
             (mixed precision: the optimiser updates float32); None computes in the parameters' dtype.
+        cross_encoder: the model is a :class:`~gte_jax.models.heads.CrossEncoderModel`, the ids are packed pairs,
+            and the loss gets logits (``pooling`` is unused).
     """
 
     pooling: str = "mean"
@@ -142,13 +186,15 @@ class StepOptions:
     remat: bool = False
     mini_batch_size: int | None = None
     compute_dtype: str | None = None
+    cross_encoder: bool = False
 
 
 class Trainer:
     """Compiles the train step for one model, loss, optimiser and mesh.
 
     Args:
-        model: the NNX BERT (its mode is left as it was); its parameters seed :meth:`init`.
+        model: the NNX encoder, or a :class:`~gte_jax.models.heads.CrossEncoderModel` with
+            ``StepOptions(cross_encoder=True)`` (its mode is left as it was); its parameters seed :meth:`init`.
         loss: from :func:`make_loss`, or any ``(embeddings [B, C, D], labels [B]) -> scalar``.
         tx: the optax optimiser (:func:`adamw` for the usual recipe).
         mesh: devices; the batch is split over its ``data`` axis, parameters are replicated
@@ -161,7 +207,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: BertModel,
+        model: BertModel | CrossEncoderModel,
         loss: LossFn,
         tx: optax.GradientTransformation,
         *,
@@ -179,17 +225,28 @@ class Trainer:
         self.options = options
         self._params = nnx.state(model)
         family = family_of(model.config)
+        self._token_types = family.token_types
+        _check_cross_encoder(model, options)
         self._compute_dtypes: Any = None
-        graph = model
+        graph: nnx.Module = model
         if options.compute_dtype is not None:  # the same module built in the compute dtype: its graph, not its values
-            impl = model.attention_impl
+            impl = attention_impl(model)
             dtype = jnp.dtype(options.compute_dtype)
             act = default_act_dtype(dtype, self.mesh.devices.flat[0].platform)
-            graph = nnx.eval_shape(
-                lambda: family.build(model.config, dtype=dtype, act_dtype=act, attention_impl=impl, rngs=nnx.Rngs(0))
-            )
+
+            def build() -> nnx.Module:
+                encoder = family.build(model.config, dtype=dtype, act_dtype=act, attention_impl=impl, rngs=nnx.Rngs(0))
+                if not isinstance(model, CrossEncoderModel):
+                    return encoder
+                assert family.head is not None  # a CrossEncoderModel was built with it
+                labels = cast(Any, model.head).classifier.kernel.shape[-1]  # every family's head has a classifier
+                return CrossEncoderModel(
+                    encoder, family.head.build(model.config, labels, dtype=dtype, rngs=nnx.Rngs(0))
+                )
+
+            graph = nnx.eval_shape(build)
             self._compute_dtypes = jax.tree.map(lambda a: a.dtype, nnx.state(graph))
-        was_training = not graph.deterministic
+        was_training = not _deterministic(graph)
         graph.eval()
         self.eval_graphdef = nnx.graphdef(graph)
         graph.train()
@@ -247,10 +304,17 @@ class Trainer:
     def _pooled(
         self, graphdef: nnx.GraphDef[BertModel], params: nnx.State, ids: jax.Array, mask: jax.Array, key: jax.Array
     ) -> jax.Array:
-        """``[rows, dim]`` float32 pooled (not normalised) embeddings of ``[rows, tokens]`` ids."""
+        """``[rows, dim]`` float32 pooled (not normalised) embeddings of ``[rows, tokens]`` ids (a cross-encoder's
+        ``[rows, labels]`` logits of packed pairs)."""
         model = nnx.merge(graphdef, self._cast(params))
+        if self.options.cross_encoder:
+            return self._logits(model, ids, mask, key)
         hidden = model(ids, mask, rngs=key, remat=self.options.remat)
         return pool(hidden, mask, self.options.pooling)
+
+    def _logits(self, model: Any, packed: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+        ids, types = unpack_segments(packed)
+        return model(ids, mask, types if self._token_types else None, rngs=key)
 
     def _cast(self, params: nnx.State) -> nnx.State:
         if self._compute_dtypes is None:
@@ -313,6 +377,9 @@ class Trainer:
         return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
     def _embed_eval(self, params: nnx.State, ids: jax.Array, mask: jax.Array) -> jax.Array:
-        """Eval-mode pooled embeddings of ``[rows, tokens]`` ids (no dropout), L2-normalised."""
+        """Eval-mode pooled embeddings of ``[rows, tokens]`` ids (no dropout), L2-normalised; a cross-encoder's
+        logits."""
         model = nnx.merge(self.eval_graphdef, self._cast(params))
+        if self.options.cross_encoder:
+            return self._logits(model, ids, mask, None)
         return l2_normalize(pool(model(ids, mask), mask, self.options.pooling))
