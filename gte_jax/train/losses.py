@@ -178,7 +178,8 @@ def lambda_loss(
     gain = (2.0 ** jnp.maximum(truth_by_scores, 0.0) - 1.0) / max_dcg[:, None]
     gain_diffs = jnp.abs(gain[:, :, None] - gain[:, None, :])
     positions = jnp.arange(D)
-    delta = jnp.abs(positions[:, None] - positions[None, :])  # NDCGLoss2 weighs a pair by the discount's step at |i - j|
+    # NDCGLoss2 weighs a pair by the step of the discount at their distance |i - j|.
+    delta = jnp.abs(positions[:, None] - positions[None, :])
     step = jnp.abs(1.0 / discount[jnp.maximum(delta - 1, 0)] - 1.0 / discount[delta])
     ndcg2 = jnp.where(delta == 0, 0.0, step)
     lambda_rank = jnp.abs(1.0 / discount[:, None] - 1.0 / discount[None, :])
