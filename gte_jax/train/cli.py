@@ -1,5 +1,5 @@
 """``gte-jax train``: contrastive fine-tuning into a sentence-transformers folder (or a cross-encoder with
-``--loss bce`` into a ``CrossEncoder`` folder), resumable.
+``--loss bce`` or ``--loss lambda`` into a ``CrossEncoder`` folder), resumable.
 
 Exit codes: 0 done; 2 the data, the options, the model or the checkpoint folder need fixing
 (the message names the file, line or setting).
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gte_jax.engine.loading import Loaded
     from gte_jax.train.checkpoint import Checkpoints
     from gte_jax.train.data import Examples, Tokenized
+    from gte_jax.train.listwise import Listwise, ListwiseTokens
     from gte_jax.train.step import Trainer, TrainState
 
 from gte_jax.argtypes import positive_int
@@ -29,6 +30,8 @@ data: .jsonl, .csv/.tsv (with a header) or .parquet; text columns in order, plus
   {"sentence1": "A man is playing a guitar.", "sentence2": "A man plays guitar.", "score": 0.95}
   {"anchor": "what is a tensor?", "positive": "A tensor is ...", "negative": "Tension is ..."}
   {"query": "what is a tensor?", "document": "A tensor is ...", "label": 1}   (bce: 0/1 or a probability)
+  {"query": "what is a tensor?", "docs": ["A tensor is ...", "Tension is ..."], "labels": [1, 0]}   (lambda;
+      in CSV the docs and labels cells are JSON lists)
 
 examples:
   gte-jax train --model thenlper/gte-small --data sts.jsonl --loss cosent --output gte-small-sts
@@ -38,6 +41,7 @@ examples:
   gte-jax train --model thenlper/gte-small --data sts.jsonl --loss cosent --output gte-small-sts --resume
   # a cross-encoder (a *ForSequenceClassification checkpoint) into a CrossEncoder folder:
   gte-jax train --model cross-encoder/ms-marco-MiniLM-L6-v2 --data pairs.jsonl --loss bce --output reranker-ft
+  gte-jax train --model cross-encoder/ms-marco-MiniLM-L6-v2 --data lists.jsonl --loss lambda --output reranker-ft
 """
 
 # Settings that change the weights a run ends with: a resume must repeat them.
@@ -110,9 +114,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--loss",
         required=True,
-        choices=("cosent", "infonce", "gte", "bce"),
+        choices=("cosent", "infonce", "gte", "bce", "lambda"),
         help="cosent: scored pairs; infonce: anchor, positive[, negatives] with in-batch negatives; "
-        "gte: InfoNCE over GTE's four directions; bce: a cross-encoder on labelled (query, document) pairs",
+        "gte: InfoNCE over GTE's four directions; bce: a cross-encoder on labelled (query, document) pairs; "
+        "lambda: a cross-encoder on queries with ranked documents (LambdaLoss)",
     )
     p.add_argument(
         "--cross-encoder",
@@ -212,6 +217,7 @@ def _check_options(args: argparse.Namespace) -> None:
     import os
 
     from gte_jax.checkpoints.export import check_output
+    from gte_jax.train.step import CROSS_ENCODER_LOSSES
 
     check_output(args.output)  # before training: a folder the model cannot go to would waste the run
     ckpt = checkpoint_dir(args)
@@ -219,21 +225,24 @@ def _check_options(args: argparse.Namespace) -> None:
         raise _OptionError(f"--checkpoint-dir {ckpt} is a file; name a folder (it is created).")
     if os.path.abspath(ckpt) == os.path.abspath(args.output):
         raise _OptionError("--checkpoint-dir is the --output folder; name another folder for the checkpoints.")
-    if args.loss == "bce" and args.eval:
+    if args.loss in CROSS_ENCODER_LOSSES and args.eval:
         raise _OptionError(
             "--eval scores embedding models (STS Spearman, top-1 accuracy); for a cross-encoder leave it out and "
             "score the exported folder with GTEReranker."
         )
-    if args.loss == "bce" and args.remat:
+    if args.loss in CROSS_ENCODER_LOSSES and args.remat:
         raise _OptionError("--remat is for embedding models; train the cross-encoder without it.")
     if args.max_length is not None and args.max_length < 2:
         raise _OptionError(f"--max-length {args.max_length} leaves no room for text: [CLS] and [SEP] take 2 tokens.")
 
 
-def _read_data(args: argparse.Namespace) -> tuple[Examples, Examples | None]:
+def _read_data(args: argparse.Namespace) -> tuple[Examples | Listwise, Examples | None]:
     """The training and evaluation examples, every row checked (before the model loads)."""
     from gte_jax.train import data
+    from gte_jax.train.listwise import read_listwise
 
+    if args.loss == "lambda":
+        return read_listwise(args.data), None  # --eval is refused for cross-encoders
     examples = data.read_examples(args.data)
     data.check_for_loss(examples, args.loss)
     eval_examples = data.read_examples(args.eval) if args.eval else None
@@ -248,21 +257,22 @@ class _Job:
 
     loaded: Loaded
     trainer: Trainer
-    examples: Examples
-    train_data: Tokenized
+    examples: Examples | Listwise
+    train_data: Tokenized | ListwiseTokens
     eval_data: Tokenized | None
     spans: list[tuple[int, int]]
     total_steps: int
     activation: str | None = None  # a cross-encoder's (written into its folder); None for an embedding model
 
 
-def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -> _Job:
+def _build(args: argparse.Namespace, inputs: tuple[Examples | Listwise, Examples | None]) -> _Job:
     """The model, the tokenised data, the optimiser and the compiled step."""
     from gte_jax.checkpoints.hub import ModelNotFoundError
     from gte_jax.engine import sharding
     from gte_jax.engine.loading import load
     from gte_jax.errors import CheckpointError, ConfigError
     from gte_jax.train import data
+    from gte_jax.train.listwise import Listwise, tokenize_listwise
     from gte_jax.train.step import StepOptions, Trainer, adamw, make_loss
 
     examples, eval_examples = inputs
@@ -309,8 +319,13 @@ def _build(args: argparse.Namespace, inputs: tuple[Examples, Examples | None]) -
             raise _OptionError(
                 f"{args.model}: a tokenizer of {loaded.tokenizer.vocab_size} ids is too large for pairs."
             )
-        train_data = data.tokenize_pairs(examples, loaded.tokenizer)
+        train_data: Tokenized | ListwiseTokens
+        if isinstance(examples, Listwise):
+            train_data = tokenize_listwise(examples, loaded.tokenizer)
+        else:
+            train_data = data.tokenize_pairs(examples, loaded.tokenizer)
     else:
+        assert not isinstance(examples, Listwise)  # --loss lambda is refused for embedding models
         train_data = data.tokenize(examples, loaded.tokenizer)
     eval_data = data.tokenize(eval_examples, loaded.tokenizer) if eval_examples is not None else None
     return _Job(loaded, trainer, examples, train_data, eval_data, spans, total_steps, activation)
@@ -321,28 +336,30 @@ def _cross_encoder(args: argparse.Namespace) -> tuple[int | None, str | None]:
     a loss that does not fit the kind of model is refused before it loads."""
     from gte_jax.checkpoints.hub import read_json, resolve_model_dir
     from gte_jax.engine.reranker import _num_labels, checkpoint_activation
+    from gte_jax.train.step import CROSS_ENCODER_LOSSES
 
     model_dir = resolve_model_dir(args.model)
     hf = read_json(model_dir, "config.json") or {}
     names = hf.get("architectures") or []
     cross = args.cross_encoder or any(str(n).endswith("ForSequenceClassification") for n in names)
-    if args.loss == "bce" and not cross:
+    if args.loss in CROSS_ENCODER_LOSSES and not cross:
         raise _OptionError(
-            f"--loss bce trains a cross-encoder, and {args.model} is an embedding model (config.json names "
+            f"--loss {args.loss} trains a cross-encoder, and {args.model} is an embedding model (config.json names "
             f"{names or 'no architecture'}); start from a *ForSequenceClassification checkpoint, or pass "
             "--cross-encoder if it is one whose config.json does not say so."
         )
     if not cross:
         return None, None
-    if args.loss != "bce":
+    if args.loss not in CROSS_ENCODER_LOSSES:
         raise _OptionError(
             f"{args.model} is a cross-encoder (a sequence classifier), which --loss {args.loss} cannot train (it "
-            "compares embeddings); use --loss bce with labelled pairs, or start from an embedding model."
+            "compares embeddings); use --loss bce with labelled pairs or --loss lambda with ranked lists, or start "
+            "from an embedding model."
         )
     source = f"{model_dir}/config.json"
     num_labels = _num_labels(hf, source)
     if num_labels != 1:
-        raise _OptionError(f"--loss bce trains one logit per pair, and {args.model} has {num_labels} labels.")
+        raise _OptionError(f"--loss {args.loss} trains one logit per pair, and {args.model} has {num_labels} labels.")
     return num_labels, checkpoint_activation(hf, num_labels, source)
 
 

@@ -126,3 +126,66 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array, *, pos_weight: fl
     negative = jax.nn.softplus(x)  # -log(1 - sigmoid(x))
     weight = 1.0 if pos_weight is None else pos_weight
     return jnp.mean(weight * y * positive + (1.0 - y) * negative)
+
+
+def lambda_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array,
+    *,
+    sigma: float = 1.0,
+    mu: float = 10.0,
+    eps: float = 1e-10,
+) -> jax.Array:
+    """A cross-encoder's listwise LambdaLoss (sentence-transformers' cross-encoder ``LambdaLoss`` with its defaults:
+    the NDCG-Loss2++ weighting, all documents (``k=None``), ``reduction_log="binary"``, no activation).
+
+    Documents are sorted by score; every pair ``(i, j)`` of a query's documents with ``label_i > label_j`` adds
+    ``-w_ij * log2(sigmoid(sigma * (s_i - s_j)))``, its weight ``mu * NDCGLoss2 + LambdaRank`` from the gains
+    ``(2**label - 1) / maxDCG`` (negative labels gain 0) and the rank discounts; the loss is the mean over those
+    pairs of the whole batch.
+
+    Args:
+        logits: ``[queries, documents]`` raw scores.
+        labels: ``[queries, documents]`` relevance (any value where ``valid`` is False).
+        valid: ``[queries, documents]`` bool: False for the padding of queries with fewer documents.
+        sigma: the score difference's weight in the sigmoid.
+        mu: NDCG-Loss2's weight against LambdaRank's.
+        eps: the smallest ideal DCG (a query with no relevant document).
+
+    Returns:
+        The scalar loss, float32.
+    """
+    if not logits.shape == labels.shape == valid.shape or logits.ndim != 2:
+        raise ValueError(
+            f"lambda_loss expects [queries, documents] logits, labels and mask of one shape; got {logits.shape}, "
+            f"{labels.shape} and {valid.shape}."
+        )
+    D = logits.shape[1]
+    # Padding as sentence-transformers pads: the lowest scores, and labels of -inf that no pair survives.
+    scores = jnp.where(valid, logits.astype(jnp.float32), -1e16)
+    truth = jnp.where(valid, labels.astype(jnp.float32), -jnp.inf)
+    order = jnp.argsort(-scores, axis=-1, stable=True)
+    scores_sorted = jnp.take_along_axis(scores, order, axis=-1)
+    truth_by_scores = jnp.take_along_axis(truth, order, axis=-1)
+    ideal = -jnp.sort(-truth, axis=-1)
+    true_diffs = truth_by_scores[:, :, None] - truth_by_scores[:, None, :]
+    pairs = jnp.isfinite(true_diffs) & (true_diffs > 0)
+
+    # The weights depend on the labels and on the order alone: no gradient flows through them.
+    discount = jnp.log2(1.0 + jnp.arange(1, D + 1, dtype=jnp.float32))  # [D]
+    max_dcg = jnp.maximum(jnp.sum((2.0 ** jnp.maximum(ideal, 0.0) - 1.0) / discount, axis=-1), eps)
+    gain = (2.0 ** jnp.maximum(truth_by_scores, 0.0) - 1.0) / max_dcg[:, None]
+    gain_diffs = jnp.abs(gain[:, :, None] - gain[:, None, :])
+    positions = jnp.arange(D)
+    # NDCGLoss2 weighs a pair by the step of the discount at their distance |i - j|.
+    delta = jnp.abs(positions[:, None] - positions[None, :])
+    step = jnp.abs(1.0 / discount[jnp.maximum(delta - 1, 0)] - 1.0 / discount[delta])
+    ndcg2 = jnp.where(delta == 0, 0.0, step)
+    lambda_rank = jnp.abs(1.0 / discount[:, None] - 1.0 / discount[None, :])
+    weights = jax.lax.stop_gradient((mu * ndcg2 + lambda_rank)[None] * gain_diffs)
+
+    diffs = jnp.clip(scores_sorted[:, :, None] - scores_sorted[:, None, :], -1e8, 1e8)
+    terms = weights * jax.nn.log_sigmoid(sigma * diffs) / jnp.log(2.0)
+    count = jnp.maximum(jnp.sum(pairs), 1)
+    return -jnp.sum(jnp.where(pairs, terms, 0.0)) / count

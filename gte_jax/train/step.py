@@ -3,7 +3,8 @@
 A batch is a dict of global arrays, rows split over the mesh's ``data`` axis:
 
 - ``input_ids``, ``attention_mask``: ``[batch, columns, tokens]`` int32 (anchor, positive, negatives...);
-- ``labels``: ``[batch]`` float32 (CoSENT's scores; zeros for InfoNCE; a cross-encoder's targets).
+- ``labels``: ``[batch]`` float32 (CoSENT's scores; zeros for InfoNCE; a cross-encoder's targets), or for the
+  listwise ``lambda`` loss ``[batch, columns]``, one relevance per document, -inf for a padding document.
 
 A cross-encoder (``StepOptions(cross_encoder=True)`` on a :class:`~gte_jax.models.heads.CrossEncoderModel`)
 takes each column as a pair packed with its token types (:func:`gte_jax.engine.tokenization.pack_segments`)
@@ -49,7 +50,7 @@ Batch = dict[str, jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 LOSSES = ("cosent", "infonce", "gte")
-CROSS_ENCODER_LOSSES = ("bce",)
+CROSS_ENCODER_LOSSES = ("bce", "lambda")
 
 
 def make_loss(name: str, *, scale: float = 20.0, directions: Sequence[str] | None = None) -> LossFn:
@@ -57,7 +58,8 @@ def make_loss(name: str, *, scale: float = 20.0, directions: Sequence[str] | Non
 
     ``cosent`` takes two text columns and the labels; ``infonce`` takes an anchor, a positive and any
     number of hard negatives (``directions`` default ``("query_to_doc",)``); ``gte`` is InfoNCE over all
-    four directions (GTE's loss); ``bce`` takes a cross-encoder's one logit per pair and 0-1 labels.
+    four directions (GTE's loss); ``bce`` takes a cross-encoder's one logit per pair and 0-1 labels; ``lambda``
+    (LambdaLoss) a cross-encoder's logit per document column and ``[batch, columns]`` labels, -inf for padding.
     """
     if name == "cosent":
         return lambda e, labels: losses.cosent(e[:, 0], e[:, 1], labels, scale=scale)
@@ -66,6 +68,13 @@ def make_loss(name: str, *, scale: float = 20.0, directions: Sequence[str] | Non
         return lambda e, labels: losses.infonce(*(e[:, c] for c in range(e.shape[1])), scale=scale, directions=dirs)
     if name == "bce":
         return lambda logits, labels: losses.binary_cross_entropy(logits[:, 0, 0], labels)
+    if name == "lambda":
+
+        def listwise(logits: jax.Array, labels: jax.Array) -> jax.Array:
+            valid = jnp.isfinite(labels)
+            return losses.lambda_loss(logits[:, :, 0], jnp.where(valid, labels, 0.0), valid)
+
+        return listwise
     raise ValueError(f"loss {name!r} is not known; use one of {LOSSES + CROSS_ENCODER_LOSSES}.")
 
 
