@@ -87,3 +87,20 @@ class LayerNorm(nnx.LayerNorm):
 
     def __call__(self, x: jax.Array) -> jax.Array:  # type: ignore[override]  # BERT's LayerNorm takes no mask
         return super().__call__(x.astype(jnp.float32)).astype(self.out_dtype)
+
+
+def dropout_keys(model: str, deterministic: bool, rngs: nnx.Rngs | jax.Array | None, n: int) -> list[jax.Array | None]:
+    """``n`` dropout keys for a model's call: from ``rngs`` (its ``dropout`` stream, or a PRNG key) in train
+    mode, Nones in eval mode.
+
+    Raises:
+        ValueError: the model is in train mode and ``rngs`` is None (the message names ``model``).
+    """
+    if deterministic:
+        return [None] * n
+    if rngs is None:
+        raise ValueError(
+            f"{model} is in train mode (dropout on) but got no rngs; pass rngs=nnx.Rngs(dropout=seed) "
+            "or call model.eval() to embed."
+        )
+    return split_keys(rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs, n)

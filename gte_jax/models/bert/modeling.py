@@ -24,7 +24,7 @@ from jax.typing import DTypeLike
 
 from gte_jax.kernels.attention import attention
 from gte_jax.models.bert.config import GTEConfig
-from gte_jax.models.layers import Einsum, LayerNorm, gelu, matmul_precision, split_keys
+from gte_jax.models.layers import Einsum, LayerNorm, dropout_keys, gelu, matmul_precision, split_keys
 
 
 class Embeddings(nnx.Module):
@@ -170,15 +170,7 @@ class BertModel(nnx.Module):
         Raises:
             ValueError: the model is in train mode and ``rngs`` is None.
         """
-        key = None
-        if not self.deterministic:
-            if rngs is None:
-                raise ValueError(
-                    "BertModel is in train mode (dropout on) but got no rngs; pass rngs=nnx.Rngs(dropout=seed) "
-                    "or call model.eval() to embed."
-                )
-            key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
-        keys = split_keys(key, len(self.layer) + 1)
+        keys = dropout_keys("BertModel", self.deterministic, rngs, len(self.layer) + 1)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, keys[0])

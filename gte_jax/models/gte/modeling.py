@@ -20,7 +20,7 @@ from jax.typing import DTypeLike
 
 from gte_jax.kernels.attention import attention
 from gte_jax.models.gte.config import ACTIVATIONS, GteConfig
-from gte_jax.models.layers import Einsum, LayerNorm, gelu, matmul_precision, split_keys
+from gte_jax.models.layers import Einsum, LayerNorm, dropout_keys, gelu, matmul_precision, split_keys
 from gte_jax.models.rotary import inverse_frequencies, rotate
 
 
@@ -174,15 +174,7 @@ class GteModel(nnx.Module):
         Returns:
             ``[batch, tokens, hidden]`` last hidden states.
         """
-        key = None
-        if not self.deterministic:
-            if rngs is None:
-                raise ValueError(
-                    "GteModel is in train mode (dropout on) but got no rngs; pass rngs=nnx.Rngs(dropout=seed) "
-                    "or call model.eval() to embed."
-                )
-            key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
-        keys = split_keys(key, len(self.layers) + 1)
+        keys = dropout_keys("GteModel", self.deterministic, rngs, len(self.layers) + 1)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, keys[0])

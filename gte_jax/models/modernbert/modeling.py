@@ -21,7 +21,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from gte_jax.kernels.attention import attention
-from gte_jax.models.layers import Einsum, matmul_precision, split_keys
+from gte_jax.models.layers import Einsum, dropout_keys, matmul_precision, split_keys
 from gte_jax.models.modernbert.config import ACTIVATIONS, ModernBertConfig
 from gte_jax.models.rotary import inverse_frequencies, rotate
 
@@ -200,15 +200,7 @@ class ModernBertModel(nnx.Module):
         Raises:
             ValueError: the model is in train mode and ``rngs`` is None.
         """
-        key = None
-        if not self.deterministic:
-            if rngs is None:
-                raise ValueError(
-                    "ModernBertModel is in train mode (dropout on) but got no rngs; pass "
-                    "rngs=nnx.Rngs(dropout=seed) or call model.eval() to embed."
-                )
-            key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
-        keys = split_keys(key, len(self.layers) + 1)
+        keys = dropout_keys("ModernBertModel", self.deterministic, rngs, len(self.layers) + 1)
         x = self.embeddings(input_ids, keys[0])
         run = nnx.remat(Layer.__call__) if remat else Layer.__call__
         for layer, layer_key in zip(self.layers, keys[1:], strict=True):
