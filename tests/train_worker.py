@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from gte_jax import sharding  # noqa: E402
+from gte_jax.engine import sharding  # noqa: E402
 from gte_jax.engine.loading import load  # noqa: E402
 from gte_jax.train.step import StepOptions, Trainer, make_loss  # noqa: E402
 
