@@ -96,6 +96,7 @@ def test_concurrent_requests_get_their_own_scores(servers, cross_encoder_dir):
         ("/v1/rerank", {"query": "q"}, "documents"),
         ("/predict", {"inputs": [["a"]]}, "inputs[0]"),
         ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": "yes"}, "raw_scores"),
+        ("/rerank", {"query": "q", "texts": ["a", DOCS[4]], "truncate": False}, "texts[1]"),  # 413: past the limit
     ],
 )
 def test_bad_requests_name_the_field(servers, path, body, field):

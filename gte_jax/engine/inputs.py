@@ -66,9 +66,10 @@ def check_texts(texts: object) -> tuple[list[str], bool]:
 
 
 def check_positive(name: str, value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    """``value`` as an int, or None; numpy integers pass (as for ``truncate_dim``), booleans do not."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
         raise ValueError(f"{name} must be a positive integer or None (the backend's default), not {value!r}.")
-    return value
+    return None if value is None else int(value)
 
 
 def check_truncate_dim(value: int | None) -> int | None:
@@ -97,12 +98,12 @@ def tokenize_chunks(texts: list[str], window: int) -> Iterator[tuple[int, int]]:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, show: bool) -> Iterator[Any]:
-    """A tqdm bar over ``total`` texts, or None."""
+def progress_bar(total: int, show: bool, unit: str = "text", desc: str = "embedding") -> Iterator[Any]:
+    """A tqdm bar over ``total`` items (texts; pairs for the reranker), or None."""
     if not show:
         yield None
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, unit="text", desc="embedding") as bar:
+    with tqdm(total=total, unit=unit, desc=desc) as bar:
         yield bar

@@ -8,7 +8,6 @@ one logit per label, and an activation (the checkpoint's by default) turns logit
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -20,6 +19,7 @@ from jax.sharding import Mesh
 
 from gte_jax.checkpoints.hub import read_json, resolve_model_dir
 from gte_jax.engine import batching, runners, sharding
+from gte_jax.engine.inputs import check_positive, progress_bar
 from gte_jax.engine.loading import load
 from gte_jax.engine.registry import Registry
 from gte_jax.engine.tokenization import MAX_PAIR_VOCAB, Tokenizer, lone_surrogate, unpack_segments
@@ -107,8 +107,8 @@ class GTEReranker:
         self.activation = _check_activation(activation)
         self.mesh = mesh
         default_rows, default_tokens = batching.default_batching(mesh.devices.flat[0].platform)
-        self.batch_size: int = _positive("batch_size", batch_size) or default_rows
-        self.max_batch_tokens: int = _positive("max_batch_tokens", max_batch_tokens) or default_tokens
+        self.batch_size: int = check_positive("batch_size", batch_size) or default_rows
+        self.max_batch_tokens: int = check_positive("max_batch_tokens", max_batch_tokens) or default_tokens
         self.name = name
         self.dtype = dtype
         self.runner: runners.Runner = runners.for_mesh(
@@ -173,8 +173,8 @@ class GTEReranker:
         Raises:
             ModelNotFoundError, ConfigError, CheckpointError: as for the encoder.
         """
-        _positive("batch_size", batch_size)
-        _positive("max_batch_tokens", max_batch_tokens)
+        check_positive("batch_size", batch_size)
+        check_positive("max_batch_tokens", max_batch_tokens)
         mesh = mesh if mesh is not None else sharding.default_mesh()
         model_dir = resolve_model_dir(name_or_path, revision=revision, cache_dir=cache_dir)
         source = f"{model_dir}/config.json"
@@ -235,11 +235,11 @@ class GTEReranker:
         single = len(pairs) == 2 and all(isinstance(p, str) for p in pairs)
         checked = _check_pairs([pairs] if single else pairs)
         act = _check_activation(self.activation if activation is None else activation)
-        rows = _positive("batch_size", batch_size) or self.batch_size
+        rows = check_positive("batch_size", batch_size) or self.batch_size
         logits = np.zeros((len(checked), self.num_labels), dtype=np.float32)
         if checked or isinstance(self.runner, runners.LockstepRunner):  # a collective runs even with none
             token_ids = self.tokenizer.pairs(checked)
-            with _progress(len(checked), show_progress) as bar:
+            with progress_bar(len(checked), show_progress, unit="pair", desc="reranking") as bar:
                 for indices, results in self.encode_batches(token_ids, self.plan(token_ids, rows)):
                     logits[indices] = results
                     if bar is not None:
@@ -288,7 +288,7 @@ class GTEReranker:
 
     def plan(self, token_ids: list[np.ndarray], batch_size: int | None = None) -> list[batching.Batch]:
         """The padded batches of packed pair ids (:meth:`Tokenizer.pairs`) the engine runs, as for the encoder."""
-        return self.runner.plan(token_ids, _positive("batch_size", batch_size) or self.batch_size)
+        return self.runner.plan(token_ids, check_positive("batch_size", batch_size) or self.batch_size)
 
     def encode_batches(
         self, token_ids: list[np.ndarray], batches: list[batching.Batch], *, normalize: bool = True
@@ -301,7 +301,7 @@ class GTEReranker:
     def warmup(self, *, batch_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> int:
         """Compiles every program :meth:`predict` can run; returns how many. ``progress`` is called with
         ``(compiled, total)`` before the first shape and after each one."""
-        rows = _positive("batch_size", batch_size) or self.batch_size
+        rows = check_positive("batch_size", batch_size) or self.batch_size
         shapes = self.runner.shapes(rows)
         step = functools.partial(self._logits, self._state)
         for done, shape in enumerate(shapes):
@@ -362,25 +362,6 @@ def _check_activation(name: Any) -> str:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation {name!r} is not known; use one of {ACTIVATIONS}.")
     return str(name)
-
-
-def _positive(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}.")
-    return int(value)
-
-
-@contextlib.contextmanager
-def _progress(total: int, show: bool) -> Iterator[Any]:
-    if not show:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, unit="pair", desc="reranking") as bar:
-        yield bar
 
 
 __all__ = ["ACTIVATIONS", "GTEReranker", "activate"]

@@ -25,7 +25,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tokenizers import PreTokenizedString
@@ -185,6 +185,23 @@ class Tokenizer:
         """
         encoded = self.backend.encode_batch([(self._prefix(a), self._prefix(b)) for a, b in pairs])
         return [pack_segments(np.asarray(e.ids), np.asarray(e.type_ids)) for e in encoded]
+
+    def truncated(self, inputs: list[str] | list[tuple[str, str]], ids: list[np.ndarray]) -> list[int]:
+        """Indices of ``inputs`` (texts, or pairs as :meth:`pairs` takes them) whose ``ids`` (this tokenizer's) the
+        limit cut: the ones that reach it, tokenised again with room for one more token."""
+        full = [i for i, t in enumerate(ids) if len(t) >= self.max_length]
+        if not full:
+            return []
+        one_more = self._one_token_longer
+        if isinstance(inputs[0], tuple):
+            longer = one_more.pairs([cast(tuple[str, str], inputs[i]) for i in full])
+        else:
+            longer = one_more([cast(str, inputs[i]) for i in full])
+        return [i for i, t in zip(full, longer, strict=True) if len(t) > self.max_length]
+
+    @functools.cached_property
+    def _one_token_longer(self) -> Tokenizer:
+        return Tokenizer(_HFTokenizer.from_str(self.backend.to_str()), self.max_length + 1, self.pad_token_id)
 
     def _prefix(self, text: str) -> str:
         """``text``, or for a text longer than :attr:`window` a prefix whose tokens start the text's and number at

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -87,8 +86,6 @@ class Server:
             max_client_batch_size=settings.max_client_batch_size,
         )
         self.in_flight = 0  # only touched on the event loop
-        self._long_tokenizer: Any = None
-        self._long_lock = threading.Lock()
 
     # ---- request plumbing -------------------------------------------------------------------------------
 
@@ -183,7 +180,7 @@ class Server:
         else:
             texts, prompt = inputs.texts or [], self._prompt(prompt_name)
             ids = self.encoder.prepare(texts, prompt=prompt)  # encode()'s own path from texts to token ids
-            overlong = [] if truncate else self._overlong([prompt + t for t in texts], ids)
+            overlong = [] if truncate else self.encoder.tokenizer.truncated([prompt + t for t in texts], ids)
         if overlong and not truncate:
             i, limit = overlong[0], self.encoder.max_length
             raise RequestError(
@@ -193,23 +190,6 @@ class Server:
                 status=413,
             )
         return ids
-
-    def _overlong(self, texts: list[str], ids: list[np.ndarray]) -> list[int]:
-        """Indices of texts that the model's limit cut: tokenised again, one token past the limit."""
-        limit = self.encoder.max_length
-        full = [i for i, t in enumerate(ids) if len(t) >= limit]
-        if not full:
-            return []
-        with self._long_lock:
-            if self._long_tokenizer is None:
-                from tokenizers import Tokenizer as Backend
-
-                from gte_jax.engine.tokenization import Tokenizer
-
-                tok = self.encoder.tokenizer
-                self._long_tokenizer = Tokenizer(Backend.from_str(tok.backend.to_str()), limit + 1, tok.pad_token_id)
-        longer = self._long_tokenizer([texts[i] for i in full])
-        return [i for i, t in zip(full, longer, strict=True) if len(t) > limit]
 
     async def _embed(self, request: Request, ids: list[np.ndarray], normalize: bool) -> np.ndarray | None:
         """The vectors of ``ids`` from the encoder's batcher; None if the client disconnected first."""

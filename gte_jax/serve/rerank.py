@@ -9,7 +9,6 @@ engine's plan in fair rounds, answered with the checkpoint's activation unless r
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +18,18 @@ from starlette.responses import Response
 
 from gte_jax.engine.reranker import activate
 from gte_jax.serve.http import CLIENT_CLOSED
-from gte_jax.serve.schemas import Limits, RequestError, _bool, _check_text, _is_int, _string, _too_many, given, kind
+from gte_jax.serve.schemas import (
+    Limits,
+    RequestError,
+    _bool,
+    _check_text,
+    _dumps,
+    _is_int,
+    _string,
+    _too_many,
+    given,
+    kind,
+)
 
 if TYPE_CHECKING:
     from gte_jax.engine.reranker import GTEReranker
@@ -116,10 +126,6 @@ def _ranked(scores: np.ndarray, top_n: int | None) -> list[int]:
     return [int(i) for i in order[: top_n if top_n is not None else len(order)]]
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
-
-
 class RerankRoutes:
     """The routes over ``reranker``, sharing ``server``'s body limits, admission, metrics and error bodies."""
 
@@ -135,22 +141,13 @@ class RerankRoutes:
             vocab_size=reranker.config.vocab_size,
             max_client_batch_size=server.settings.max_client_batch_size,
         )
-        self._long: Any = None
 
     def _token_ids(self, req: PairsRequest, field: str) -> list[np.ndarray]:
         tok = self.reranker.tokenizer
         ids = tok.pairs(req.pairs)
         if not req.truncate:
             limit = tok.max_length
-            if self._long is None:
-                from tokenizers import Tokenizer as Backend
-
-                from gte_jax.engine.tokenization import Tokenizer
-
-                self._long = Tokenizer(Backend.from_str(tok.backend.to_str()), limit + 1, tok.pad_token_id)
-            full = [i for i, t in enumerate(ids) if len(t) >= limit]
-            longer = self._long.pairs([req.pairs[i] for i in full]) if full else []
-            over = [i for i, t in zip(full, longer, strict=True) if len(t) > limit]
+            over = tok.truncated(req.pairs, ids)
             if over:
                 raise RequestError(
                     f"`{field}[{over[0]}]` with the query is longer than this model's limit of {limit} tokens and "
